@@ -1,0 +1,8 @@
+//! Neural-network building blocks and the U-Net.
+
+pub mod layers;
+pub mod params;
+pub mod unet;
+
+pub use params::{Init, ParamBuilder, ParamStore};
+pub use unet::{UNet, UNetConfig};

@@ -1,0 +1,429 @@
+//! Reverse-process samplers. Every sampler implements [`Sampler`]: it visits a respaced
+//! subsequence of S ≤ T timesteps and maps x_t plus the denoiser's prediction to the next x.
+//! Classifier (e.g. CLIP) guidance enters each step as a gradient g = s·∇ₓ log p(c | x_t), which
+//! each sampler applies in its own parameterisation: DDPM shifts the mean by Σ·g (Dhariwal &
+//! Nichol 2021, GLIDE), DDIM shifts ε by −√(1−ᾱ_t)·g.
+
+use candle_core::{Shape, Tensor};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+use crate::diffusion::{Diffusion, Prediction};
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use crate::schedule::NoiseSchedule;
+
+/// How S sampling timesteps are picked from 0..T (diffusers' `timestep_spacing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TimestepSpacing {
+    /// `round(linspace(0, T−1, S))`.
+    Linspace,
+    /// `arange(S) · (T div S)`: starts at 0, may stop short of T−1.
+    Leading,
+    /// `round(arange(T, 0, −T/S)) − 1`: always includes T−1 (Lin et al. 2023).
+    #[default]
+    Trailing,
+}
+
+impl FromStr for TimestepSpacing {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "linspace" => Ok(Self::Linspace),
+            "leading" => Ok(Self::Leading),
+            "trailing" => Ok(Self::Trailing),
+            _ => Err(Error::InvalidSampler(format!(
+                "unknown timestep spacing `{s}` (expected linspace, leading or trailing)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for TimestepSpacing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Linspace => "linspace",
+            Self::Leading => "leading",
+            Self::Trailing => "trailing",
+        })
+    }
+}
+
+/// The S timestep indices (0-based) a sampler visits, in increasing order.
+pub fn spaced_timesteps(t_steps: usize, s: usize, spacing: TimestepSpacing) -> Result<Vec<usize>> {
+    if s == 0 || s > t_steps {
+        return Err(Error::InvalidSampler(format!(
+            "sampling steps S = {s} must be between 1 and T = {t_steps}"
+        )));
+    }
+    let mut v: Vec<usize> = match spacing {
+        TimestepSpacing::Linspace => crate::schedule::linspace(0.0, (t_steps - 1) as f64, s)
+            .into_iter()
+            .map(|x| x.round_ties_even() as usize)
+            .collect(),
+        TimestepSpacing::Leading => {
+            let ratio = t_steps / s;
+            (0..s).map(|i| i * ratio).collect()
+        }
+        TimestepSpacing::Trailing => {
+            let ratio = t_steps as f64 / s as f64;
+            (0..s)
+                .map(|k| (t_steps as f64 - k as f64 * ratio).round_ties_even() as usize - 1)
+                .collect()
+        }
+    };
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
+}
+
+/// DDPM's reverse-step variance σ_t².
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DdpmVariance {
+    /// σ_t² = β̃_t, the posterior variance ("fixed small"). Optimal for deterministic x_0.
+    #[default]
+    BetaTilde,
+    /// σ_t² = β_t ("fixed large"). Optimal for x_0 ~ N(0, I). At t = 1, β̃_2 as in
+    /// improved-diffusion, for a better decoder likelihood.
+    Beta,
+}
+
+impl FromStr for DdpmVariance {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "beta-tilde" | "small" | "fixed-small" => Ok(Self::BetaTilde),
+            "beta" | "large" | "fixed-large" => Ok(Self::Beta),
+            _ => Err(Error::InvalidSampler(format!(
+                "unknown DDPM variance `{s}` (expected beta-tilde or beta)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for DdpmVariance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::BetaTilde => "beta-tilde",
+            Self::Beta => "beta",
+        })
+    }
+}
+
+/// Which sampler and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SamplerConfig {
+    Ddpm {
+        steps: usize,
+        spacing: TimestepSpacing,
+        variance: DdpmVariance,
+        clip_x0: bool,
+    },
+    Ddim {
+        steps: usize,
+        spacing: TimestepSpacing,
+        eta: f64,
+        clip_x0: bool,
+    },
+}
+
+impl SamplerConfig {
+    pub fn build(&self, schedule: &NoiseSchedule) -> Result<Box<dyn Sampler>> {
+        Ok(match *self {
+            SamplerConfig::Ddpm {
+                steps,
+                spacing,
+                variance,
+                clip_x0,
+            } => Box::new(Ddpm::new(schedule, steps, spacing, variance, clip_x0)?),
+            SamplerConfig::Ddim {
+                steps,
+                spacing,
+                eta,
+                clip_x0,
+            } => Box::new(Ddim::new(schedule, steps, spacing, eta, clip_x0)?),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            SamplerConfig::Ddpm { .. } => "ddpm",
+            SamplerConfig::Ddim { .. } => "ddim",
+        }
+    }
+
+    pub fn steps(&self) -> usize {
+        match *self {
+            SamplerConfig::Ddpm { steps, .. } | SamplerConfig::Ddim { steps, .. } => steps,
+        }
+    }
+}
+
+/// The Gaussian the next x is drawn from: mean + std·z.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    pub mean: Tensor,
+    pub std: f64,
+}
+
+/// One reverse process.
+pub trait Sampler: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// The schedule indices visited, noisiest first; the model is evaluated at each.
+    fn timesteps(&self) -> &[usize];
+
+    /// Step `k` (0 = the first, at `timesteps()[0]`): from x_t and the prediction at that
+    /// timestep, the mean and standard deviation of the next x (x_0 after the last step).
+    /// `guidance` is s·∇ₓ log p(c | x_t).
+    fn step(
+        &self,
+        k: usize,
+        x_t: &Tensor,
+        pred: &Prediction,
+        guidance: Option<&Tensor>,
+        diffusion: &Diffusion,
+    ) -> Result<StepOutput>;
+}
+
+/// DDPM ancestral sampling (Ho et al. 2020) on a respaced chain: for S < T the chain over the
+/// visited timesteps τ has β'_k = 1 − ᾱ_{τ_k}/ᾱ_{τ_{k−1}} (improved-diffusion's respacing).
+pub struct Ddpm {
+    timesteps_desc: Vec<usize>,
+    /// The respaced chain, indexed by position in the increasing timestep list.
+    chain: NoiseSchedule,
+    variance: DdpmVariance,
+    clip_x0: bool,
+}
+
+impl Ddpm {
+    pub fn new(
+        schedule: &NoiseSchedule,
+        steps: usize,
+        spacing: TimestepSpacing,
+        variance: DdpmVariance,
+        clip_x0: bool,
+    ) -> Result<Self> {
+        let ts = spaced_timesteps(schedule.len(), steps, spacing)?;
+        let chain = schedule.respaced(&ts)?;
+        Ok(Self {
+            timesteps_desc: ts.into_iter().rev().collect(),
+            chain,
+            variance,
+            clip_x0,
+        })
+    }
+
+    /// σ² of chain position j.
+    fn sigma2(&self, j: usize) -> f64 {
+        let c = &self.chain;
+        match self.variance {
+            DdpmVariance::BetaTilde => c.posterior_log_variance_clipped[j].exp(),
+            DdpmVariance::Beta => {
+                if j == 0 && c.len() > 1 {
+                    c.posterior_variance[1]
+                } else {
+                    c.betas[j]
+                }
+            }
+        }
+    }
+}
+
+impl Sampler for Ddpm {
+    fn name(&self) -> &'static str {
+        "ddpm"
+    }
+
+    fn timesteps(&self) -> &[usize] {
+        &self.timesteps_desc
+    }
+
+    fn step(
+        &self,
+        k: usize,
+        x_t: &Tensor,
+        pred: &Prediction,
+        guidance: Option<&Tensor>,
+        _diffusion: &Diffusion,
+    ) -> Result<StepOutput> {
+        let j = self.timesteps_desc.len() - 1 - k;
+        let c = &self.chain;
+        let x0 = if self.clip_x0 {
+            pred.x0.clamp(-1f32, 1f32)?
+        } else {
+            pred.x0.clone()
+        };
+        let mut mean = ((&x0 * c.posterior_mean_coef1[j])? + (x_t * c.posterior_mean_coef2[j])?)?;
+        let sigma2 = self.sigma2(j);
+        if let Some(g) = guidance {
+            mean = (mean + (g * sigma2)?)?;
+        }
+        // No noise on the last step (x_0 is the mean).
+        let std = if j == 0 { 0.0 } else { sigma2.sqrt() };
+        Ok(StepOutput { mean, std })
+    }
+}
+
+/// DDIM (Song et al. 2021) with stochasticity η (0: deterministic; 1: DDPM-like variance).
+pub struct Ddim {
+    timesteps_desc: Vec<usize>,
+    eta: f64,
+    clip_x0: bool,
+}
+
+impl Ddim {
+    pub fn new(
+        schedule: &NoiseSchedule,
+        steps: usize,
+        spacing: TimestepSpacing,
+        eta: f64,
+        clip_x0: bool,
+    ) -> Result<Self> {
+        if !(eta.is_finite() && eta >= 0.0) {
+            return Err(Error::InvalidSampler(format!("DDIM η = {eta} must be ≥ 0")));
+        }
+        let ts = spaced_timesteps(schedule.len(), steps, spacing)?;
+        Ok(Self {
+            timesteps_desc: ts.into_iter().rev().collect(),
+            eta,
+            clip_x0,
+        })
+    }
+}
+
+impl Sampler for Ddim {
+    fn name(&self) -> &'static str {
+        "ddim"
+    }
+
+    fn timesteps(&self) -> &[usize] {
+        &self.timesteps_desc
+    }
+
+    fn step(
+        &self,
+        k: usize,
+        x_t: &Tensor,
+        pred: &Prediction,
+        guidance: Option<&Tensor>,
+        diffusion: &Diffusion,
+    ) -> Result<StepOutput> {
+        let s = &diffusion.schedule;
+        let t = self.timesteps_desc[k];
+        let ab = s.alpha_bars[t];
+        let ab_prev = match self.timesteps_desc.get(k + 1) {
+            Some(&tp) => s.alpha_bars[tp],
+            None => 1.0,
+        };
+        let (mut eps, mut x0) = (pred.eps.clone(), pred.x0.clone());
+        if let Some(g) = guidance {
+            // ε̂ = ε − √(1−ᾱ_t)·g, and the x_0 it implies.
+            eps = (eps - (g * (1.0 - ab).sqrt())?)?;
+            if ab > 0.0 {
+                x0 = ((x_t - (&eps * (1.0 - ab).sqrt())?)? / ab.sqrt())?;
+            }
+        }
+        if self.clip_x0 {
+            x0 = x0.clamp(-1f32, 1f32)?;
+            eps = ((x_t - (&x0 * ab.sqrt())?)? / (1.0 - ab).sqrt())?;
+        }
+        let sigma = self.eta
+            * ((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev))
+                .max(0.0)
+                .sqrt();
+        let dir = (1.0 - ab_prev - sigma * sigma).max(0.0).sqrt();
+        let mean = ((&x0 * ab_prev.sqrt())? + (&eps * dir)?)?;
+        Ok(StepOutput { mean, std: sigma })
+    }
+}
+
+/// Anything that predicts (ε, x_0) from x_t at schedule indices t: the trained U-Net, a
+/// classifier-free-guided pair of branches, or the exact denoiser of a known distribution.
+pub trait Denoiser {
+    fn predict(&self, x_t: &Tensor, t: &[usize]) -> Result<Prediction>;
+}
+
+/// A source of guidance gradients s·∇ₓ log p(c | x_t) (e.g. a noised CLIP).
+pub trait Guide {
+    fn gradient(&self, x_t: &Tensor, t: &[usize]) -> Result<Tensor>;
+}
+
+/// Runs a full reverse process from x_T ~ N(0, I). `on_step(k, S)` is called after each step.
+pub fn sample(
+    sampler: &dyn Sampler,
+    denoiser: &dyn Denoiser,
+    guide: Option<&dyn Guide>,
+    diffusion: &Diffusion,
+    shape: impl Into<Shape>,
+    rng: &mut Rng,
+    on_step: &mut dyn FnMut(usize, usize),
+) -> Result<Tensor> {
+    let shape = shape.into();
+    let b = shape.dims()[0];
+    let mut x = rng.randn(shape, diffusion.device())?;
+    let ts = sampler.timesteps().to_vec();
+    for (k, &t) in ts.iter().enumerate() {
+        let tb = vec![t; b];
+        let pred = denoiser.predict(&x, &tb)?;
+        let g = match guide {
+            Some(g) => Some(g.gradient(&x, &tb)?),
+            None => None,
+        };
+        let out = sampler.step(k, &x, &pred, g.as_ref(), diffusion)?;
+        x = if out.std > 0.0 {
+            (out.mean + (rng.randn(x.shape(), x.device())? * out.std)?)?
+        } else {
+            out.mean
+        };
+        on_step(k + 1, ts.len());
+    }
+    Ok(x)
+}
+
+/// The exact optimal denoiser for data x_0 ~ N(μ, s²·I): E[ε | x_t] is linear in x_t. Used to
+/// check samplers without training anything.
+pub struct GaussianOracle<'a> {
+    pub diffusion: &'a Diffusion,
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl Denoiser for GaussianOracle<'_> {
+    fn predict(&self, x_t: &Tensor, t: &[usize]) -> Result<Prediction> {
+        let ab = &self.diffusion.schedule.alpha_bars;
+        let (mu, s2) = (self.mean, self.std * self.std);
+        // x_t ~ N(√ᾱ μ, ᾱ s² + 1 − ᾱ);  E[ε | x_t] = √(1−ᾱ) (x_t − √ᾱ μ) / (ᾱ s² + 1 − ᾱ).
+        let gain = self
+            .diffusion
+            .coef(t, |i| (1.0 - ab[i]).sqrt() / (ab[i] * s2 + 1.0 - ab[i]))?;
+        let shift = self.diffusion.coef(t, |i| ab[i].sqrt() * mu)?;
+        let eps = x_t.broadcast_sub(&shift)?.broadcast_mul(&gain)?;
+        // E[x_0 | x_t] = μ + √ᾱ s² (x_t − √ᾱ μ) / (ᾱ s² + 1 − ᾱ).
+        let gain0 = self
+            .diffusion
+            .coef(t, |i| ab[i].sqrt() * s2 / (ab[i] * s2 + 1.0 - ab[i]))?;
+        let x0 = (x_t.broadcast_sub(&shift)?.broadcast_mul(&gain0)? + mu)?;
+        Ok(Prediction { eps, x0 })
+    }
+}
+
+/// The trained network as a denoiser: runs the U-Net and converts its output (ε, x_0 or v).
+pub struct UNetDenoiser<'a> {
+    pub model: &'a crate::nn::UNet,
+    pub diffusion: &'a Diffusion,
+    pub objective: crate::diffusion::Objective,
+    /// Per-row conditioning (B, cond_dim), or none.
+    pub cond: Option<&'a Tensor>,
+}
+
+impl Denoiser for UNetDenoiser<'_> {
+    fn predict(&self, x_t: &Tensor, t: &[usize]) -> Result<Prediction> {
+        let out = self.model.forward(x_t, t, self.cond, None)?;
+        self.diffusion.prediction(self.objective, x_t, &out, t)
+    }
+}
