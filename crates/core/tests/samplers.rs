@@ -73,7 +73,7 @@ fn single_steps_match_diffusers() {
         let sampler: &dyn Sampler = match (case["sampler"].as_str().unwrap(), case["eta"].as_f64())
         {
             ("ddpm", _) => &ddpm,
-            ("ddim", Some(e)) if e == 0.0 => &ddim,
+            ("ddim", Some(0.0)) => &ddim,
             _ => &ddim1,
         };
         let k = sampler.timesteps().iter().position(|&v| v == t).unwrap();

@@ -118,9 +118,10 @@ impl TrainConfig {
             return bad(format!("weight_decay = {} must be ≥ 0", a.weight_decay));
         }
         if let Some(g) = self.min_snr_gamma
-            && !(g.is_finite() && g > 0.0) {
-                return bad(format!("min_snr_gamma = {g} must be positive"));
-            }
+            && !(g.is_finite() && g > 0.0)
+        {
+            return bad(format!("min_snr_gamma = {g} must be positive"));
+        }
         if schedule.zero_terminal_snr && self.objective == Objective::Eps {
             return bad(
                 "zero terminal SNR needs objective = \"v\" or \"x0\": at ᾱ_T = 0 an ε-prediction \

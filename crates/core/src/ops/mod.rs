@@ -1,12 +1,41 @@
 //! Differentiable ops used by the models. Each function is the single dispatch point for one
 //! operation, so faster kernels can replace candle's compositions without touching the models.
 
-use candle_core::{D, Tensor};
+pub mod conv;
+pub mod gemm;
+
+use candle_core::{D, DType, Tensor};
 
 use crate::error::Result;
 
+/// Whether the hand-written CPU kernels apply (f32 on the CPU); elsewhere candle's ops run.
+fn fast_cpu(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
 /// 2-D convolution plus per-channel bias. `x`: (B, C_in, H, W); `w`: (C_out, C_in, k, k).
 pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    if fast_cpu(x) {
+        return Ok(x.contiguous()?.apply_op3(
+            &w.contiguous()?,
+            &b.contiguous()?,
+            conv::Conv2dOp {
+                stride,
+                pad: padding,
+            },
+        )?);
+    }
+    conv2d_reference(x, w, b, stride, padding)
+}
+
+/// candle's own convolution: used off the CPU, and as the reference in tests.
+pub fn conv2d_reference(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
     let y = x.conv2d(w, padding, stride, 1, 1)?;
     Ok(y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?)
 }
