@@ -1,0 +1,208 @@
+//! Row types: what the tables hold, as Rust sees them.
+
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+
+pub(crate) const SWEEP_COLS: &str = "id, name, description, spec_toml, created_at, slurm_job_id";
+
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct SweepRow {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub spec_toml: String,
+    pub created_at: String,
+    pub slurm_job_id: Option<String>,
+}
+
+/// A run's life: pending → running → completed | failed | interrupted (resumable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "pending" => RunStatus::Pending,
+            "running" => RunStatus::Running,
+            "completed" => RunStatus::Completed,
+            "failed" => RunStatus::Failed,
+            "interrupted" => RunStatus::Interrupted,
+            _ => return Err(format!("unknown run status `{s}`")),
+        })
+    }
+}
+
+pub(crate) const RUN_COLS: &str = "id, sweep_id, name, config_hash, status, config_json, dataset, model, \
+     schedule, timesteps, seed, steps_total, steps_done, checkpoint_step, checkpoint_path, device, host, \
+     worker, heartbeat_at, slurm_job, slurm_task, created_at, started_at, finished_at, error";
+
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: i64,
+    pub sweep_id: Option<i64>,
+    pub name: String,
+    pub config_hash: String,
+    pub status: String,
+    pub config_json: String,
+    pub dataset: String,
+    pub model: String,
+    pub schedule: String,
+    pub timesteps: i64,
+    pub seed: i64,
+    pub steps_total: i64,
+    pub steps_done: i64,
+    pub checkpoint_step: i64,
+    pub checkpoint_path: Option<String>,
+    pub device: Option<String>,
+    pub host: Option<String>,
+    pub worker: Option<String>,
+    pub heartbeat_at: Option<String>,
+    pub slurm_job: Option<String>,
+    pub slurm_task: Option<i64>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+impl RunRow {
+    pub fn status(&self) -> RunStatus {
+        self.status.parse().unwrap_or(RunStatus::Failed)
+    }
+}
+
+/// What a new run is registered with.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub sweep_id: Option<i64>,
+    pub name: String,
+    pub config_hash: String,
+    pub config_json: String,
+    pub dataset: String,
+    pub model: String,
+    pub schedule: String,
+    pub timesteps: i64,
+    pub seed: i64,
+    pub steps_total: i64,
+}
+
+/// Who executes a run: recorded on it so dashboards can show where it runs.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerInfo {
+    pub host: String,
+    /// e.g. `host:pid`.
+    pub worker: String,
+    pub slurm_job: Option<String>,
+    pub slurm_task: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRow {
+    pub run_id: i64,
+    pub step: i64,
+    pub name: String,
+    /// None (stored as NULL) for a non-finite value.
+    pub value: Option<f64>,
+    /// Unix seconds.
+    pub wall_time: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSample {
+    pub run_id: i64,
+    pub step: i64,
+    pub sampler: String,
+    pub sample_steps: i64,
+    pub prompt: Option<String>,
+    pub guidance: Option<String>,
+    pub guidance_scale: Option<f64>,
+    pub count: i64,
+    pub width: i64,
+    pub height: i64,
+    pub png: Vec<u8>,
+}
+
+pub(crate) const SAMPLE_INFO_COLS: &str = "id, run_id, step, sampler, sample_steps, prompt, guidance, guidance_scale, count, width, height, created_at";
+
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct SampleInfo {
+    pub id: i64,
+    pub run_id: i64,
+    pub step: i64,
+    pub sampler: String,
+    pub sample_steps: i64,
+    pub prompt: Option<String>,
+    pub guidance: Option<String>,
+    pub guidance_scale: Option<f64>,
+    pub count: i64,
+    pub width: i64,
+    pub height: i64,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct EvalRow {
+    pub run_id: i64,
+    pub name: String,
+    pub value: Option<f64>,
+    pub details_json: String,
+    pub created_at: String,
+}
+
+pub(crate) const SUMMARY_COLS: &str = "run_id, sweep, name, dataset, model, schedule, \"T\", seed, status, \
+     steps_done, steps_total, last_loss, best_loss, nll_bpd, nll_bpd_stderr, prompt_accuracy, \
+     frechet_distance, device, started_at, finished_at, error";
+
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct RunSummary {
+    pub run_id: i64,
+    pub sweep: Option<String>,
+    pub name: String,
+    pub dataset: String,
+    pub model: String,
+    pub schedule: String,
+    #[sqlx(rename = "T")]
+    #[serde(rename = "T")]
+    pub t: i64,
+    pub seed: i64,
+    pub status: String,
+    pub steps_done: i64,
+    pub steps_total: i64,
+    pub last_loss: Option<f64>,
+    pub best_loss: Option<f64>,
+    pub nll_bpd: Option<f64>,
+    pub nll_bpd_stderr: Option<f64>,
+    pub prompt_accuracy: Option<f64>,
+    pub frechet_distance: Option<f64>,
+    pub device: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
