@@ -27,6 +27,7 @@ CREATE TABLE runs (
     steps_done      BIGINT NOT NULL DEFAULT 0,
     checkpoint_step BIGINT NOT NULL DEFAULT 0,
     checkpoint_path TEXT,
+    attempts        BIGINT NOT NULL DEFAULT 0,  -- executions started (resumes count)
     device          TEXT,
     host            TEXT,
     worker          TEXT,

@@ -27,6 +27,7 @@ CREATE TABLE runs (
     steps_done      INTEGER NOT NULL DEFAULT 0,
     checkpoint_step INTEGER NOT NULL DEFAULT 0,
     checkpoint_path TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,  -- executions started (resumes count)
     device          TEXT,
     host            TEXT,
     worker          TEXT,

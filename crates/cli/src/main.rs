@@ -1,1 +1,88 @@
-fn main() {}
+//! `ddlab`: the command line. Thin glue: every command parses its flags, calls the runner, the
+//! store, the dashboard or the reports, and prints a short result. A failure is one sentence on
+//! stderr and a non-zero exit.
+
+mod cmd;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "ddlab",
+    version,
+    about = "Run, track and compare denoising-diffusion (DDPM) experiments",
+    long_about = "Run, track and compare denoising-diffusion (DDPM) experiments.\n\n\
+        Train U-Nets under different noise schedules, numbers of steps T, samplers and guidance; \
+        every loss, sample grid and metric lands in a SQL database (SQLite by default, \
+        PostgreSQL for many machines) that the dashboard and the reports read.",
+    after_help = "Start with `ddlab sweep` (the quickstart sweep on the built-in shapes data), then \
+        `ddlab runs`, `ddlab tui` and `ddlab report --sweep quickstart`."
+)]
+struct Cli {
+    /// Worker threads for the CPU kernels (default: all cores).
+    #[arg(long, global = true, env = "DDLAB_THREADS")]
+    threads: Option<usize>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Sweep(cmd::sweep::Args),
+    Work(cmd::sweep::WorkArgs),
+    Runs(cmd::runs::Args),
+    Train(cmd::train::Args),
+    Sample(cmd::sample::Args),
+    Eval(cmd::eval::Args),
+    Schedule(cmd::schedule::Args),
+    Keys(cmd::keys::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    configure_threads(cli.threads);
+    let result = match cli.command {
+        Command::Sweep(a) => cmd::sweep::run(a),
+        Command::Work(a) => cmd::sweep::work_cmd(a),
+        Command::Runs(a) => cmd::runs::run(a),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Sample(a) => cmd::sample::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Schedule(a) => cmd::schedule::run(a),
+        Command::Keys(a) => cmd::keys::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_sentence(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error chain as one line: "context: cause: cause".
+fn one_sentence(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+/// Fixes the CPU thread count once, before any pool starts. candle reads `RAYON_NUM_THREADS` on
+/// every matrix product and otherwise re-reads /proc/cpuinfo each time, so it is always set.
+fn configure_threads(threads: Option<usize>) {
+    let n = threads
+        .or_else(|| {
+            std::env::var("RAYON_NUM_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
+    // SAFETY: called first thing in main, before any other thread exists.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+}

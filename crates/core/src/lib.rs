@@ -17,5 +17,6 @@ pub mod sampler;
 pub mod schedule;
 pub mod train;
 
+pub use candle_core;
 pub use candle_core::{DType, Device, Tensor};
 pub use error::{Error, Result};

@@ -352,12 +352,12 @@ impl Store {
         Ok(query.fetch_all(&self.pool).await?)
     }
 
-    /// Marks a run as running on this worker.
+    /// Marks a run as running on this worker and counts the attempt.
     pub async fn start_run(&self, id: i64, device: &str, worker: &WorkerInfo) -> Result<()> {
         let now = now_rfc3339();
         sqlx::query(
             "UPDATE runs SET status = 'running', device = $1, host = $2, worker = $3,
-                    slurm_job = $4, slurm_task = $5, heartbeat_at = $6,
+                    slurm_job = $4, slurm_task = $5, heartbeat_at = $6, attempts = attempts + 1,
                     started_at = COALESCE(started_at, $6), finished_at = NULL, error = NULL
              WHERE id = $7",
         )

@@ -60,7 +60,7 @@ impl FromStr for RunStatus {
 }
 
 pub(crate) const RUN_COLS: &str = "id, sweep_id, name, config_hash, status, config_json, dataset, model, \
-     schedule, timesteps, seed, steps_total, steps_done, checkpoint_step, checkpoint_path, device, host, \
+     schedule, timesteps, seed, steps_total, steps_done, checkpoint_step, checkpoint_path, attempts, device, host, \
      worker, heartbeat_at, slurm_job, slurm_task, created_at, started_at, finished_at, error";
 
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -80,6 +80,8 @@ pub struct RunRow {
     pub steps_done: i64,
     pub checkpoint_step: i64,
     pub checkpoint_path: Option<String>,
+    /// Executions started (a resume counts as one more).
+    pub attempts: i64,
     pub device: Option<String>,
     pub host: Option<String>,
     pub worker: Option<String>,

@@ -1,0 +1,186 @@
+//! `ddlab sweep`: register a spec's grid of runs and work through it; `ddlab work`: join a
+//! registered sweep as a worker (e.g. from another machine through PostgreSQL).
+
+use anyhow::{Result, bail};
+use clap::Parser;
+use ddlab_runner::device::DeviceRequest;
+use ddlab_runner::recorder::SyncStore;
+use ddlab_runner::spec::load_sweep;
+use ddlab_runner::sweep::{WorkOptions, plan_slots, register, work};
+use ddlab_store::RunStatus;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::{DbArg, stop_flag};
+use crate::progress::SweepProgress;
+
+/// Run a sweep: every combination of its [grid] over its [base] keys.
+///
+/// Runs are identified by their resolved config, so launching the same spec again skips
+/// completed runs, resumes interrupted (or killed) ones from their last checkpoint, and
+/// reruns failed ones only with --retry-failed. Ctrl-C checkpoints the active runs and stops.
+#[derive(Parser, Debug)]
+#[command(
+    after_help = "Examples:\n  ddlab sweep                                  # experiments/quickstart.toml\n  ddlab sweep experiments/mnist-schedules.toml --jobs 2\n  ddlab sweep experiments/quickstart.toml --set steps=100 --db postgres://me@db/ddlab"
+)]
+pub struct Args {
+    /// The sweep spec (TOML with [sweep], [base] and [grid]).
+    #[arg(default_value = "experiments/quickstart.toml")]
+    spec: PathBuf,
+    /// Override a [base] key: --set steps=500.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Runs at once (on GPUs: one slot per GPU, times --runs-per-gpu).
+    #[arg(long, short, default_value_t = 1)]
+    jobs: usize,
+    /// auto | cpu | cuda | cuda:0,1
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Small runs that share one GPU.
+    #[arg(long, default_value_t = 1)]
+    runs_per_gpu: usize,
+    /// Run failed runs again.
+    #[arg(long)]
+    retry_failed: bool,
+    /// Where run directories (checkpoints, sample PNGs) go.
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+    /// Check the spec and list its runs without running anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// Register the runs in the store and exit; workers (`ddlab work`) run them.
+    #[arg(long)]
+    register_only: bool,
+    #[command(flatten)]
+    db: DbArg,
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let spec = load_sweep(&a.spec, &a.set)?;
+    if a.dry_run {
+        println!("sweep `{}`: {} runs", spec.name, spec.runs.len());
+        for r in &spec.runs {
+            println!("  {}  {}", r.config_hash, r.name);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.jobs == 0 {
+        bail!("--jobs must be at least 1");
+    }
+    let request: DeviceRequest = a.device.parse().map_err(anyhow::Error::msg)?;
+    let devices = request.resolve()?;
+    let store = SyncStore::connect(&a.db.db, true)?;
+    let (sweep, new) = register(&store, &spec, a.retry_failed)?;
+    let runs = store.block(store.store().runs(Some(sweep.id)))?;
+    let count = |s: RunStatus| runs.iter().filter(|r| r.status() == s).count();
+    let done = count(RunStatus::Completed);
+    eprintln!(
+        "sweep `{}`: {} runs ({} new, {} completed, {} to resume, {} failed{}) → {}",
+        sweep.name,
+        runs.len(),
+        new,
+        done,
+        count(RunStatus::Interrupted) + count(RunStatus::Running),
+        count(RunStatus::Failed),
+        if a.retry_failed { ", retried" } else { "" },
+        store.store().display_url()
+    );
+    if a.register_only {
+        println!(
+            "registered; start workers with: ddlab work --sweep {} --db {}",
+            sweep.name,
+            store.store().display_url()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(note) = &devices.note {
+        eprintln!("note: {note}");
+    }
+    let (slots, per_run) = plan_slots(&devices.devices, a.jobs, a.runs_per_gpu);
+    let opts = WorkOptions {
+        slots,
+        cpu_threads_per_run: per_run,
+        out_root: a.out.clone(),
+        wait_for_others: true,
+    };
+    let stop = stop_flag()?;
+    let progress = SweepProgress::new(runs.len(), done + count(RunStatus::Failed));
+    let report = work(&store, &sweep, &opts, &stop, &progress)?;
+    progress.finish();
+    super::runs::print_table(&store, Some(&sweep.name))?;
+    let failed = store
+        .block(store.store().runs(Some(sweep.id)))?
+        .iter()
+        .filter(|r| r.status() == RunStatus::Failed)
+        .count();
+    println!(
+        "\ndatabase: {}   (sqlite3 … 'select * from run_summary')",
+        store.store().display_url()
+    );
+    if stop.load(std::sync::atomic::Ordering::SeqCst) || report.interrupted > 0 {
+        println!("stopped; run the same command again to resume");
+        return Ok(ExitCode::from(130));
+    }
+    if failed > 0 {
+        println!(
+            "{failed} run(s) failed; `ddlab runs --sweep {}` shows why, --retry-failed reruns them",
+            sweep.name
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Join a sweep already registered in the store and work on its runs until none is left.
+#[derive(Parser, Debug)]
+pub struct WorkArgs {
+    /// The sweep's name.
+    #[arg(long)]
+    sweep: String,
+    #[arg(long, short, default_value_t = 1)]
+    jobs: usize,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[arg(long, default_value_t = 1)]
+    runs_per_gpu: usize,
+    /// Where run directories go; shared storage when workers are on several machines.
+    #[arg(long, alias = "out", default_value = "runs")]
+    checkpoint_dir: PathBuf,
+    #[command(flatten)]
+    db: DbArg,
+}
+
+pub fn work_cmd(a: WorkArgs) -> Result<ExitCode> {
+    let request: DeviceRequest = a.device.parse().map_err(anyhow::Error::msg)?;
+    let devices = request.resolve()?;
+    let store = SyncStore::connect(&a.db.db, false)?;
+    let sweep = store.block(store.store().sweep(&a.sweep))?;
+    let runs = store.block(store.store().runs(Some(sweep.id)))?;
+    let (slots, per_run) = plan_slots(&devices.devices, a.jobs.max(1), a.runs_per_gpu);
+    let opts = WorkOptions {
+        slots,
+        cpu_threads_per_run: per_run,
+        out_root: a.checkpoint_dir,
+        wait_for_others: true,
+    };
+    let stop = stop_flag()?;
+    let done = runs
+        .iter()
+        .filter(|r| matches!(r.status(), RunStatus::Completed | RunStatus::Failed))
+        .count();
+    let progress = SweepProgress::new(runs.len(), done);
+    let report = work(&store, &sweep, &opts, &stop, &progress)?;
+    progress.finish();
+    println!(
+        "worker {}: {} completed, {} failed, {} interrupted",
+        ddlab_runner::worker_info().worker,
+        report.completed,
+        report.failed,
+        report.interrupted
+    );
+    Ok(if report.interrupted > 0 {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

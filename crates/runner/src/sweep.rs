@@ -1,0 +1,291 @@
+//! Sweeps: register a spec's runs in the store, then work through them.
+//!
+//! `ddlab sweep` and `ddlab work` share one worker loop: claim the next pending or interrupted
+//! run atomically from the store, execute it (resuming from its checkpoint), repeat. So a sweep
+//! killed at any moment is finished by launching it again, and workers on other machines can
+//! join through a shared PostgreSQL database. Runs left `running` by a dead process are taken
+//! back: at once when that process was on this host and is gone, otherwise when its heartbeat
+//! is older than [`STALE_AFTER`].
+
+use anyhow::{Context, Result};
+use ddlab_core::Device;
+use ddlab_store::{RunRow, RunStatus, SweepRow};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::config::RunConfig;
+use crate::device::device_label;
+use crate::execute::{Observer, Outcome};
+use crate::recorder::SyncStore;
+use crate::spec::SweepSpec;
+use crate::{DataCache, new_run, run_dir, run_one, worker_info};
+
+/// A run whose heartbeat is older than this is taken to have lost its worker.
+pub const STALE_AFTER: Duration = Duration::from_secs(90);
+/// How often a live run refreshes its heartbeat.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// Registers the sweep and every run of its grid; returns the sweep row and the number of
+/// runs that were new. Existing runs (same config) keep their status and records.
+pub fn register(
+    store: &SyncStore,
+    spec: &SweepSpec,
+    retry_failed: bool,
+) -> Result<(SweepRow, usize)> {
+    let s = store.store();
+    let sweep = store.block(s.upsert_sweep(&spec.name, &spec.description, &spec.text))?;
+    let before = store.block(s.runs(Some(sweep.id)))?.len();
+    for r in &spec.runs {
+        store.block(s.ensure_run(&new_run(
+            Some(sweep.id),
+            &r.name,
+            &r.resolved,
+            &r.config_hash,
+        )))?;
+    }
+    let after = store.block(s.runs(Some(sweep.id)))?.len();
+    if retry_failed {
+        store.block(s.reset_failed(sweep.id))?;
+    }
+    Ok((sweep, after - before))
+}
+
+/// What the workers of this process may use.
+#[derive(Clone)]
+pub struct WorkOptions {
+    /// One entry per concurrent run slot; a GPU appears `runs_per_gpu` times.
+    pub slots: Vec<Device>,
+    /// CPU threads for each concurrent CPU run.
+    pub cpu_threads_per_run: usize,
+    /// Root of run directories (shared storage when workers are on several machines).
+    pub out_root: PathBuf,
+    /// Keep polling for work that other workers still hold, until the sweep is finished.
+    pub wait_for_others: bool,
+}
+
+/// Creates the display of one run; the CLI gives progress bars, tests give silence.
+pub trait ObserverFactory: Send + Sync {
+    fn create(&self, run: &RunRow) -> Box<dyn Observer>;
+    /// Called when a run ends.
+    fn finished(&self, run: &RunRow, outcome: &Outcome);
+}
+
+/// What a worker pass did.
+#[derive(Debug, Default, Clone)]
+pub struct WorkReport {
+    pub completed: usize,
+    pub failed: usize,
+    pub interrupted: usize,
+}
+
+/// Whether `worker` ("host:pid") names a process on this host that no longer exists.
+fn worker_is_dead_here(worker: Option<&str>) -> bool {
+    let me = worker_info();
+    let Some((host, pid)) = worker.and_then(|w| w.rsplit_once(':')) else {
+        return false;
+    };
+    host == me.host
+        && pid
+            .parse::<u32>()
+            .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+}
+
+/// Puts runs whose worker is gone back to pending. Returns how many.
+pub fn reclaim_orphans(store: &SyncStore, sweep_id: i64) -> Result<u64> {
+    let s = store.store();
+    let mut n = store.block(s.requeue_stale(sweep_id, STALE_AFTER))?;
+    for r in store.block(s.runs(Some(sweep_id)))? {
+        if r.status() == RunStatus::Running && worker_is_dead_here(r.worker.as_deref()) {
+            store.block(s.release_run(r.id))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Refreshes a run's heartbeat in the background until dropped.
+struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(store: SyncStore, run_id: i64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut waited = Duration::ZERO;
+            while !flag.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(200));
+                waited += Duration::from_millis(200);
+                if waited >= HEARTBEAT_EVERY {
+                    waited = Duration::ZERO;
+                    // Progress is written by the run itself; only the time is refreshed here.
+                    let _ = store.block(async {
+                        let r = store.store().run(run_id).await?;
+                        store.store().progress(run_id, r.steps_done, None).await
+                    });
+                }
+            }
+        });
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Works through the sweep's runs with one thread per slot until none is left (or `stop`).
+pub fn work(
+    store: &SyncStore,
+    sweep: &SweepRow,
+    opts: &WorkOptions,
+    stop: &AtomicBool,
+    observers: &dyn ObserverFactory,
+) -> Result<WorkReport> {
+    reclaim_orphans(store, sweep.id)?;
+    let data = DataCache::default();
+    let (completed, failed, interrupted) = (
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
+    let worker = worker_info();
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = opts
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(slot, device)| {
+                let (data, worker, completed, failed, interrupted) =
+                    (&data, &worker, &completed, &failed, &interrupted);
+                scope.spawn(move || -> Result<()> {
+                    // Each CPU slot gets its own share of the cores.
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(if device.is_cpu() {
+                            opts.cpu_threads_per_run.max(1)
+                        } else {
+                            1
+                        })
+                        .thread_name(move |i| format!("ddlab-slot{slot}-{i}"))
+                        .build()?;
+                    let label = device_label(device);
+                    loop {
+                        if stop.load(Ordering::SeqCst) {
+                            return Ok(());
+                        }
+                        let claimed =
+                            store.block(store.store().claim_next_run(sweep.id, &label, worker))?;
+                        let Some(run) = claimed else {
+                            if !opts.wait_for_others || !others_still_working(store, sweep.id)? {
+                                return Ok(());
+                            }
+                            std::thread::sleep(Duration::from_secs(2));
+                            reclaim_orphans(store, sweep.id)?;
+                            continue;
+                        };
+                        let cfg: RunConfig = serde_json::from_str(&run.config_json)
+                            .with_context(|| format!("run {} has an unreadable config", run.id))?;
+                        let outcome = match cfg.resolve() {
+                            Ok(plan) => {
+                                let dir = run_dir(&opts.out_root, Some(&sweep.name), &run);
+                                let observer = observers.create(&run);
+                                let _beat = Heartbeat::start(store.clone(), run.id);
+                                pool.install(|| {
+                                    run_one(
+                                        store,
+                                        &run,
+                                        &plan,
+                                        dir,
+                                        device,
+                                        data,
+                                        stop,
+                                        observer.as_ref(),
+                                    )
+                                })?
+                            }
+                            Err(e) => {
+                                let error = format!("invalid configuration: {e}");
+                                store.block(store.store().finish_run(
+                                    run.id,
+                                    RunStatus::Failed,
+                                    Some(&error),
+                                ))?;
+                                Outcome::Failed { error }
+                            }
+                        };
+                        match &outcome {
+                            Outcome::Completed { .. } => completed.fetch_add(1, Ordering::SeqCst),
+                            Outcome::Failed { .. } => failed.fetch_add(1, Ordering::SeqCst),
+                            Outcome::Interrupted { .. } => {
+                                interrupted.fetch_add(1, Ordering::SeqCst)
+                            }
+                        };
+                        observers.finished(&run, &outcome);
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker thread panicked")))
+            })
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
+    Ok(WorkReport {
+        completed: completed.into_inner(),
+        failed: failed.into_inner(),
+        interrupted: interrupted.into_inner(),
+    })
+}
+
+/// True while some run of the sweep is running elsewhere or waiting.
+fn others_still_working(store: &SyncStore, sweep_id: i64) -> Result<bool> {
+    let runs = store.block(store.store().runs(Some(sweep_id)))?;
+    Ok(runs.iter().any(|r| {
+        matches!(
+            r.status(),
+            RunStatus::Running | RunStatus::Pending | RunStatus::Interrupted
+        )
+    }))
+}
+
+/// Concurrency for `--jobs`: with GPUs, one slot per GPU (times `runs_per_gpu`); on the CPU,
+/// `jobs` slots sharing the cores.
+pub fn plan_slots(devices: &[Device], jobs: usize, runs_per_gpu: usize) -> (Vec<Device>, usize) {
+    let cores = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+    if devices.iter().all(|d| d.is_cpu()) {
+        let jobs = jobs.max(1);
+        (vec![Device::Cpu; jobs], (cores / jobs).max(1))
+    } else {
+        let per = runs_per_gpu.max(1);
+        let slots: Vec<Device> = devices
+            .iter()
+            .flat_map(|d| std::iter::repeat_n(d.clone(), per))
+            .collect();
+        (slots, (cores / devices.len().max(1)).max(1))
+    }
+}

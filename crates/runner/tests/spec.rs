@@ -1,0 +1,156 @@
+//! Sweep specs and run configs: grids expand as written, and every bad input is one sentence
+//! naming the file, the line and the key — before anything runs.
+
+use ddlab_runner::config::RunConfig;
+use ddlab_runner::spec::{load_run_config, load_sweep, parse_override};
+use std::path::PathBuf;
+
+fn write(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    (dir, p)
+}
+
+fn err(text: &str) -> String {
+    let (_d, p) = write("s.toml", text);
+    let e = load_sweep(&p, &[]).unwrap_err().to_string();
+    assert!(e.contains("s.toml"), "error must name the file: {e}");
+    e
+}
+
+const HEAD: &str = "[sweep]\nname = \"t\"\n";
+
+#[test]
+fn the_grid_is_a_cartesian_product_in_file_order() {
+    let (_d, p) = write(
+        "s.toml",
+        &format!(
+            "{HEAD}[base]\nsteps = 10\nmodel = \"tiny\"\n[grid]\nschedule = [\"linear\", \"cosine\"]\nT = [100, 250, 1000]\nseed = [0, 1]\n"
+        ),
+    );
+    let s = load_sweep(&p, &["steps=20".into()]).unwrap();
+    assert_eq!(s.name, "t");
+    assert_eq!(s.runs.len(), 12);
+    assert_eq!(s.runs[0].name, "schedule=linear,T=100,seed=0");
+    assert_eq!(s.runs[11].name, "schedule=cosine,T=1000,seed=1");
+    assert!(
+        s.runs.iter().all(|r| r.resolved.config.steps == 20),
+        "--set overrides [base]"
+    );
+    let hashes: std::collections::HashSet<_> = s.runs.iter().map(|r| &r.config_hash).collect();
+    assert_eq!(hashes.len(), 12);
+    // The same config always has the same identity; an explicit default does not change it.
+    let again = load_sweep(&p, &["steps=20".into(), "lr=0.0002".into()]).unwrap();
+    assert_eq!(again.runs[3].config_hash, s.runs[3].config_hash);
+}
+
+#[test]
+fn unknown_keys_name_the_line_and_suggest() {
+    let e = err(&format!("{HEAD}[base]\nsteps = 10\nschedul = \"cosine\"\n"));
+    assert!(
+        e.contains(":5:")
+            && e.contains("unknown key `schedul`")
+            && e.contains("did you mean `schedule`"),
+        "{e}"
+    );
+    let e = err(&format!("{HEAD}[grid]\nstepz = [1, 2]\n"));
+    assert!(e.contains(":4:") && e.contains("stepz"), "{e}");
+}
+
+#[test]
+fn wrong_types_and_impossible_values_are_refused() {
+    let e = err(&format!("{HEAD}[base]\nT = \"ten\"\n"));
+    assert!(e.contains(":4:") && e.contains("key `T`"), "{e}");
+    let e = err(&format!("{HEAD}[grid]\nT = [100, \"x\"]\n"));
+    assert!(e.contains(":4:") && e.contains("key `T`"), "{e}");
+    let e = err(&format!("{HEAD}[grid]\nschedule = \"linear\"\n"));
+    assert!(e.contains("must be a list"), "{e}");
+    let e = err(&format!(
+        "{HEAD}[base]\nschedule = \"linear\"\n[grid]\nT = [100, 0]\n"
+    ));
+    assert!(
+        e.contains(":6:") && e.contains("run `T=0` is impossible") && e.contains("T = 0"),
+        "{e}"
+    );
+    let e = err(&format!("{HEAD}[grid]\nT = [10]\n"));
+    assert!(e.contains("outside (0, 1)"), "{e}");
+    let e = err(&format!(
+        "{HEAD}[base]\nbeta_end = 1.5\nschedule = \"quadratic\"\n"
+    ));
+    assert!(e.contains("beta_end = 1.5"), "{e}");
+    let e = err(&format!("{HEAD}[base]\nsample_steps = 2000\nT = 100\n"));
+    assert!(e.contains("sample_steps = 2000"), "{e}");
+    let e = err(&format!("{HEAD}[base]\ndataset = \"mnist\"\n"));
+    assert!(e.contains("needs data_dir"), "{e}");
+    let e = err(&format!("{HEAD}[grid]\nseed = [1, 1]\n"));
+    assert!(e.contains("same configuration"), "{e}");
+}
+
+#[test]
+fn malformed_files_are_one_sentence() {
+    let e = err("[sweep\nname = 1");
+    assert!(e.contains(":1:"), "{e}");
+    let e = err("[base]\nsteps = 1\n");
+    assert!(e.contains("sweep"), "{e}");
+    let e = err(&format!("{HEAD}[extra]\na = 1\n"));
+    assert!(e.contains("extra"), "{e}");
+    let e = load_sweep(std::path::Path::new("/no/such/spec.toml"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cannot read the sweep spec /no/such/spec.toml"),
+        "{e}"
+    );
+}
+
+#[test]
+fn overrides_parse_toml_or_bare_words() {
+    assert_eq!(
+        parse_override("T=250").unwrap().1,
+        toml::Value::Integer(250)
+    );
+    assert_eq!(
+        parse_override("schedule=cosine").unwrap().1,
+        toml::Value::String("cosine".into())
+    );
+    assert_eq!(parse_override("timesteps=5").unwrap().0, "T");
+    assert!(parse_override("channel_mult=[1,2]").is_ok());
+    assert!(
+        parse_override("T")
+            .unwrap_err()
+            .to_string()
+            .contains("key=value")
+    );
+    assert!(
+        parse_override("T=-3")
+            .unwrap_err()
+            .to_string()
+            .contains("--set T=-3")
+    );
+    let e = parse_override("lr=abc").unwrap_err().to_string();
+    assert!(e.contains("key `lr`"), "{e}");
+}
+
+#[test]
+fn run_config_files_and_every_shipped_spec_resolve() {
+    let (_d, p) = write("c.toml", "dataset = \"shapes\"\nsteps = 5\nbogus = 1\n");
+    let e = load_run_config(Some(&p), &[]).unwrap_err().to_string();
+    assert!(e.contains("c.toml:3:") && e.contains("bogus"), "{e}");
+    let r = load_run_config(None, &["steps=7".into(), "schedule=sigmoid".into()]).unwrap();
+    assert_eq!((r.config.steps, r.schedule.kind.name()), (7, "sigmoid"));
+    assert!(RunConfig::keys().contains(&"T".to_string()));
+
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "toml") {
+            // Specs that read real data need it present; point them at a stand-in path.
+            load_sweep(&p, &["data_dir=/tmp".into()])
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+}
