@@ -104,10 +104,15 @@ impl DeviceRequest {
             Self::Auto => {
                 let n = cuda_device_count();
                 if n == 0 {
-                    let why = cuda_unavailable().unwrap_or_else(|| "no CUDA GPU was found".into());
+                    // A CPU build on the CPU is the expected case: say nothing. A CUDA build
+                    // that finds no GPU is worth a note.
+                    let note = cfg!(feature = "cuda").then(|| {
+                        "running on the CPU: no CUDA GPU could be opened (is the NVIDIA driver loaded?)"
+                            .to_string()
+                    });
                     Ok(DeviceSet {
                         devices: vec![Device::Cpu],
-                        note: Some(format!("running on the CPU: {why}")),
+                        note,
                     })
                 } else {
                     Ok(DeviceSet {

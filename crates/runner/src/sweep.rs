@@ -27,6 +27,15 @@ pub const STALE_AFTER: Duration = Duration::from_secs(90);
 /// How often a live run refreshes its heartbeat.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 
+/// Loads every distinct dataset of the spec once, so a missing or corrupt file is reported
+/// before anything is recorded.
+pub fn preflight(spec: &SweepSpec, data: &DataCache) -> Result<()> {
+    for r in &spec.runs {
+        data.get(&r.resolved.dataset)?;
+    }
+    Ok(())
+}
+
 /// Registers the sweep and every run of its grid; returns the sweep row and the number of
 /// runs that were new. Existing runs (same config) keep their status and records.
 pub fn register(
@@ -151,11 +160,11 @@ pub fn work(
     store: &SyncStore,
     sweep: &SweepRow,
     opts: &WorkOptions,
+    data: &DataCache,
     stop: &AtomicBool,
     observers: &dyn ObserverFactory,
 ) -> Result<WorkReport> {
     reclaim_orphans(store, sweep.id)?;
-    let data = DataCache::default();
     let (completed, failed, interrupted) = (
         AtomicUsize::new(0),
         AtomicUsize::new(0),

@@ -3,10 +3,11 @@
 
 use anyhow::{Result, bail};
 use clap::Parser;
+use ddlab_runner::DataCache;
 use ddlab_runner::device::DeviceRequest;
 use ddlab_runner::recorder::SyncStore;
 use ddlab_runner::spec::load_sweep;
-use ddlab_runner::sweep::{WorkOptions, plan_slots, register, work};
+use ddlab_runner::sweep::{WorkOptions, plan_slots, preflight, register, work};
 use ddlab_store::RunStatus;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +70,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     let request: DeviceRequest = a.device.parse().map_err(anyhow::Error::msg)?;
     let devices = request.resolve()?;
+    let data = DataCache::default();
+    preflight(&spec, &data)?;
     let store = SyncStore::connect(&a.db.db, true)?;
     let (sweep, new) = register(&store, &spec, a.retry_failed)?;
     let runs = store.block(store.store().runs(Some(sweep.id)))?;
@@ -105,7 +108,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let stop = stop_flag()?;
     let progress = SweepProgress::new(runs.len(), done + count(RunStatus::Failed));
-    let report = work(&store, &sweep, &opts, &stop, &progress)?;
+    let report = work(&store, &sweep, &opts, &data, &stop, &progress)?;
     progress.finish();
     super::runs::print_table(&store, Some(&sweep.name))?;
     let failed = store
@@ -169,7 +172,14 @@ pub fn work_cmd(a: WorkArgs) -> Result<ExitCode> {
         .filter(|r| matches!(r.status(), RunStatus::Completed | RunStatus::Failed))
         .count();
     let progress = SweepProgress::new(runs.len(), done);
-    let report = work(&store, &sweep, &opts, &stop, &progress)?;
+    let report = work(
+        &store,
+        &sweep,
+        &opts,
+        &DataCache::default(),
+        &stop,
+        &progress,
+    )?;
     progress.finish();
     println!(
         "worker {}: {} completed, {} failed, {} interrupted",

@@ -54,6 +54,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         eprintln!("note: {note}");
     }
     let device = devices.devices[0].clone();
+    let data = DataCache::default();
+    if args.resume.is_none() {
+        // A missing or corrupt dataset is reported before anything is recorded.
+        data.get(&plan.dataset)?;
+    }
     let store = SyncStore::connect(&args.db.db, true)?;
     let run = match args.resume {
         Some(id) => {

@@ -1,0 +1,165 @@
+//! The `ddlab` binary as a user runs it: schedules, a tiny training run, sampling and
+//! evaluating its checkpoint, and one-sentence errors with non-zero exits.
+
+mod common;
+use common::*;
+
+#[test]
+fn schedule_prints_full_precision_rows() {
+    let out = run_ok(ddlab().args(["schedule", "--kind", "cosine", "--steps", "1000"]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "t,beta,alpha_bar,snr,posterior_variance");
+    assert_eq!(lines.len(), 1001);
+    let last: Vec<f64> = lines[1000].split(',').map(|v| v.parse().unwrap()).collect();
+    assert_eq!(last[0], 1000.0);
+    assert_eq!(last[1], 0.999);
+    let out = run_ok(ddlab().args([
+        "schedule", "--kind", "sigmoid", "--steps", "10", "--format", "json",
+    ]));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 10);
+    assert!(rows[0]["posterior_variance"].as_f64().unwrap() == 0.0);
+}
+
+#[test]
+fn bad_input_is_one_sentence_and_a_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path());
+    for (args, needle) in [
+        (
+            vec!["schedule", "--kind", "linear", "--steps", "0"],
+            "T = 0",
+        ),
+        (
+            vec![
+                "schedule",
+                "--kind",
+                "quadratic",
+                "--steps",
+                "10",
+                "--beta-end",
+                "1.2",
+            ],
+            "beta_end = 1.2",
+        ),
+        (
+            vec!["train", "--db", &db, "--set", "shedule=cosine"],
+            "did you mean `schedule`",
+        ),
+        (
+            vec![
+                "train",
+                "--db",
+                &db,
+                "--set",
+                "dataset=mnist",
+                "--set",
+                "data_dir=/no/such/dir",
+            ],
+            "/no/such/dir",
+        ),
+        (
+            vec!["sample", "--checkpoint", "/no/such.safetensors"],
+            "cannot read /no/such.safetensors",
+        ),
+        (
+            vec!["sweep", "--db", &db, "/no/such/spec.toml"],
+            "cannot read the sweep spec",
+        ),
+        (
+            vec!["train", "--db", &db, "--device", "cuda", "--set", "steps=1"],
+            "without CUDA support",
+        ),
+    ] {
+        let out = ddlab()
+            .current_dir(dir.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{args:?}: expected one sentence, got: {err}"
+        );
+    }
+    // A missing database is an error for commands that only read it, and is not created.
+    let missing = format!("sqlite://{}", dir.path().join("none.sqlite").display());
+    let out = ddlab().args(["runs", "--db", &missing]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    assert!(!dir.path().join("none.sqlite").exists());
+}
+
+#[test]
+fn train_then_sample_and_evaluate_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path());
+    let out = run_ok(
+        ddlab()
+            .current_dir(dir.path())
+            .args(["train", "--name", "t1", "--db", &db])
+            .args(sets(&["steps=12", "checkpoint_every=5"])),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("completed run 1 `t1`") && text.contains("bits/dim"),
+        "{text}"
+    );
+    let run_dir = dir.path().join("runs/train/00001-t1");
+    assert!(run_dir.join("samples.png").is_file());
+    let ck = run_dir.join("checkpoint.safetensors");
+    let png = image::open(run_dir.join("samples.png")).unwrap();
+    assert!(png.width() > 16 * 2);
+
+    let rows = sqlite_rows(
+        &db,
+        "SELECT status, steps_done, attempts FROM runs WHERE id = 1",
+    );
+    assert_eq!(
+        rows,
+        vec![vec!["completed".to_string(), "12".into(), "1".into()]]
+    );
+    let rows = sqlite_rows(
+        &db,
+        "SELECT COUNT(*) FROM metrics WHERE run_id = 1 AND name = 'loss'",
+    );
+    assert_eq!(rows[0][0], "12");
+    let rows = sqlite_rows(&db, "SELECT name FROM evals WHERE run_id = 1 ORDER BY name");
+    assert_eq!(
+        rows,
+        vec![
+            vec!["nll_bpd".to_string()],
+            vec!["nll_bpd_stderr".to_string()]
+        ]
+    );
+
+    let grid = dir.path().join("g.png");
+    run_ok(
+        ddlab()
+            .args(["sample", "--checkpoint"])
+            .arg(&ck)
+            .args(["--sampler", "ddpm", "-n", "3", "--out"])
+            .arg(&grid),
+    );
+    assert!(image::open(&grid).is_ok());
+    let out = run_ok(
+        ddlab()
+            .args([
+                "eval",
+                "--nll",
+                "--json",
+                "--images",
+                "4",
+                "--timesteps",
+                "2",
+                "--checkpoint",
+            ])
+            .arg(&ck),
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["bpd"].as_f64().unwrap().is_finite() && r["images"] == 4);
+}

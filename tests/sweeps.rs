@@ -1,0 +1,247 @@
+//! Sweeps as a user runs them: killed with SIGKILL mid-training and relaunched, eight
+//! processes writing into one SQLite file, two workers sharing a PostgreSQL database.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+fn wait_until(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn a_sweep_killed_mid_training_completes_when_launched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path());
+    let spec = write_spec(dir.path(), "kill", 3, "steps = 60\ncheckpoint_every = 10\n");
+    let mut child = ddlab()
+        .current_dir(dir.path())
+        .args(["sweep"])
+        .arg(&spec)
+        .args(["--db", &db])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the second run is past a checkpoint and still training.
+    let mid = wait_until(Duration::from_secs(300), || {
+        dir.path().join("ddlab.sqlite").exists()
+            && sqlite_rows(
+                &db,
+                "SELECT COUNT(*) FROM runs WHERE id = 2 AND status = 'running' AND checkpoint_step >= 20 AND steps_done < 60",
+            )[0][0]
+                == "1"
+    });
+    assert!(mid, "the sweep never reached the middle of run 2");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let ck: i64 = sqlite_rows(&db, "SELECT checkpoint_step FROM runs WHERE id = 2")[0][0]
+        .parse()
+        .unwrap();
+    let before = sqlite_rows(
+        &db,
+        &format!(
+            "SELECT step, value FROM metrics WHERE run_id = 2 AND step <= {ck} ORDER BY name, step"
+        ),
+    );
+    assert_eq!(
+        sqlite_rows(&db, "SELECT status FROM runs WHERE id = 2")[0][0],
+        "running",
+        "SIGKILL leaves it running"
+    );
+
+    let out = run_ok(
+        ddlab()
+            .current_dir(dir.path())
+            .args(["sweep"])
+            .arg(&spec)
+            .args(["--db", &db]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1 to resume"), "{err}");
+    let rows = sqlite_rows(
+        &db,
+        "SELECT id, status, steps_done, attempts FROM runs ORDER BY id",
+    );
+    assert_eq!(
+        rows.iter().map(|r| r[1].as_str()).collect::<Vec<_>>(),
+        ["completed"; 3]
+    );
+    assert_eq!(rows[0][3], "1", "a completed run is not run again");
+    assert_eq!(rows[1][3], "2", "the killed run resumed once");
+    // Nothing recorded up to the checkpoint was lost, and every step is there exactly once.
+    let after = sqlite_rows(
+        &db,
+        &format!(
+            "SELECT step, value FROM metrics WHERE run_id = 2 AND step <= {ck} ORDER BY name, step"
+        ),
+    );
+    assert_eq!(before, after);
+    for id in 1..=3 {
+        let r = sqlite_rows(
+            &db,
+            &format!(
+                "SELECT COUNT(*), MIN(step), MAX(step) FROM metrics WHERE run_id = {id} AND name = 'loss'"
+            ),
+        );
+        assert_eq!(
+            r[0],
+            vec!["60".to_string(), "1".into(), "60".into()],
+            "run {id}"
+        );
+    }
+    assert_eq!(sqlite_rows(&db, "PRAGMA integrity_check")[0][0], "ok");
+    // The README's query works.
+    assert_eq!(sqlite_rows(&db, "SELECT * FROM run_summary").len(), 3);
+
+    // Launching a finished sweep again does nothing.
+    let out = run_ok(
+        ddlab()
+            .current_dir(dir.path())
+            .args(["sweep"])
+            .arg(&spec)
+            .args(["--db", &db]),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 completed"));
+    assert_eq!(
+        sqlite_rows(&db, "SELECT SUM(attempts) FROM runs")[0][0],
+        "4"
+    );
+}
+
+#[test]
+fn eight_processes_write_one_sqlite_file_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path());
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            ddlab()
+                .current_dir(dir.path())
+                .args(["train", "--db", &db, "--name", &format!("p{i}")])
+                .args(sets(&[
+                    "steps=25",
+                    &format!("seed={i}"),
+                    "eval_nll=false",
+                    "checkpoint_every=5",
+                    "sample_count=1",
+                    "sample_steps=2",
+                ]))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !err.contains("locked"), "{err}");
+    }
+    let r = sqlite_rows(
+        &db,
+        "SELECT COUNT(DISTINCT run_id), COUNT(*) FROM metrics WHERE name = 'loss'",
+    );
+    assert_eq!(r[0], vec!["8".to_string(), "200".into()]);
+    assert_eq!(
+        sqlite_rows(&db, "SELECT COUNT(*) FROM runs WHERE status = 'completed'")[0][0],
+        "8"
+    );
+    assert_eq!(sqlite_rows(&db, "PRAGMA integrity_check")[0][0], "ok");
+}
+
+/// A fresh PostgreSQL database on the test server, or None (with a visible note).
+fn postgres_db(name: &str) -> Option<String> {
+    let Ok(admin) = std::env::var("DDLAB_TEST_POSTGRES_URL") else {
+        eprintln!("SKIPPED {name} on PostgreSQL: set DDLAB_TEST_POSTGRES_URL to run it");
+        return None;
+    };
+    let db = format!("ddlab_e2e_{name}_{}", std::process::id());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
+        for q in [
+            format!("DROP DATABASE IF EXISTS {db}"),
+            format!("CREATE DATABASE {db}"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(q))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    });
+    Some(format!("{}/{db}", admin.rsplit_once('/').unwrap().0))
+}
+
+fn pg_rows(url: &str, sql: &str) -> Vec<Vec<String>> {
+    sqlite_rows(url, sql)
+}
+
+#[test]
+fn two_workers_on_postgres_never_run_the_same_run_twice() {
+    let Some(url) = postgres_db("workers") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "pgw", 6, "steps = 20\neval_nll = false\n");
+    run_ok(
+        ddlab()
+            .current_dir(dir.path())
+            .args(["sweep"])
+            .arg(&spec)
+            .args(["--db", &url, "--register-only"]),
+    );
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            ddlab()
+                .current_dir(dir.path())
+                .args([
+                    "work",
+                    "--sweep",
+                    "pgw",
+                    "--db",
+                    &url,
+                    "--checkpoint-dir",
+                    "shared",
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for w in workers {
+        let out = w.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rows = pg_rows(
+        &url,
+        "SELECT status, attempts, worker FROM runs ORDER BY id",
+    );
+    assert_eq!(rows.len(), 6);
+    for r in &rows {
+        assert_eq!(
+            (r[0].as_str(), r[1].as_str()),
+            ("completed", "1"),
+            "{rows:?}"
+        );
+    }
+    let workers: std::collections::HashSet<_> = rows.iter().map(|r| r[2].clone()).collect();
+    assert!(!workers.is_empty() && workers.len() <= 2);
+    let r = pg_rows(&url, "SELECT COUNT(*) FROM metrics WHERE name = 'loss'");
+    assert_eq!(r[0][0], "120", "every metric row of every run, once");
+}
