@@ -76,7 +76,7 @@ pub fn sqlite_rows(url: &str, sql: &str) -> Vec<Vec<String>> {
         .build()
         .unwrap();
     rt.block_on(async {
-        use sqlx::{Column, Row};
+        use sqlx::Row;
         sqlx::any::install_default_drivers();
         let pool = sqlx::AnyPool::connect(url).await.unwrap();
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))

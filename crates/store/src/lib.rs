@@ -36,12 +36,14 @@ pub enum StoreError {
         "the database {0} does not exist (run `ddlab sweep` or `ddlab train` first, or pass --db)"
     )]
     Missing(PathBuf),
-    #[error("cannot open the database {url}: {source}")]
-    Connect { url: String, source: sqlx::Error },
-    #[error("cannot apply the schema migrations to {url}: {source}")]
+    // The causes are part of the message, not error sources, so a chain printer does not
+    // repeat them.
+    #[error("cannot open the database {url}: {reason}")]
+    Connect { url: String, reason: sqlx::Error },
+    #[error("cannot apply the schema migrations to {url}: {reason}")]
     Migrate {
         url: String,
-        source: sqlx::migrate::MigrateError,
+        reason: sqlx::migrate::MigrateError,
     },
     #[error("{0}")]
     NotFound(String),
@@ -105,26 +107,26 @@ impl Store {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
         let mut connect_url = url.to_string();
-        if backend == Backend::Sqlite {
-            if let Some(path) = sqlite_path(url) {
-                if !path.exists() {
-                    if !create {
-                        return Err(StoreError::Missing(path));
-                    }
-                    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                        std::fs::create_dir_all(dir).map_err(|e| StoreError::Connect {
-                            url: url.to_string(),
-                            source: sqlx::Error::Io(e),
-                        })?;
-                    }
+        if backend == Backend::Sqlite
+            && let Some(path) = sqlite_path(url)
+        {
+            if !path.exists() {
+                if !create {
+                    return Err(StoreError::Missing(path));
                 }
-                if !url.contains("mode=") {
-                    connect_url.push_str(if url.contains('?') {
-                        "&mode=rwc"
-                    } else {
-                        "?mode=rwc"
-                    });
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| StoreError::Connect {
+                        url: url.to_string(),
+                        reason: sqlx::Error::Io(e),
+                    })?;
                 }
+            }
+            if !url.contains("mode=") {
+                connect_url.push_str(if url.contains('?') {
+                    "&mode=rwc"
+                } else {
+                    "?mode=rwc"
+                });
             }
         }
         let opts = AnyPoolOptions::new()
@@ -148,16 +150,16 @@ impl Store {
         // should be reported within seconds instead.
         let pool = match tokio::time::timeout(CONNECT_TIMEOUT, opts.connect(&connect_url)).await {
             Ok(Ok(pool)) => pool,
-            Ok(Err(source)) => {
+            Ok(Err(reason)) => {
                 return Err(StoreError::Connect {
                     url: redact(url),
-                    source,
+                    reason,
                 });
             }
             Err(_) => {
                 return Err(StoreError::Connect {
                     url: redact(url),
-                    source: sqlx::Error::PoolTimedOut,
+                    reason: sqlx::Error::PoolTimedOut,
                 });
             }
         };
@@ -191,10 +193,10 @@ impl Store {
                     tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
                     let _ = e;
                 }
-                Err(source) => {
+                Err(reason) => {
                     return Err(StoreError::Migrate {
                         url: redact(&self.url),
-                        source,
+                        reason,
                     });
                 }
             }

@@ -2,6 +2,7 @@
 
 pub mod eval;
 pub mod keys;
+pub mod report;
 pub mod runs;
 pub mod sample;
 pub mod schedule;

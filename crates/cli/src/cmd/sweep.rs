@@ -46,6 +46,9 @@ pub struct Args {
     /// Where run directories (checkpoints, sample PNGs) go.
     #[arg(long, default_value = "runs")]
     out: PathBuf,
+    /// Do not write the report at the end.
+    #[arg(long)]
+    no_report: bool,
     /// Check the spec and list its runs without running anything.
     #[arg(long)]
     dry_run: bool,
@@ -116,10 +119,21 @@ pub fn run(a: Args) -> Result<ExitCode> {
         .iter()
         .filter(|r| r.status() == RunStatus::Failed)
         .count();
-    println!(
-        "\ndatabase: {}   (sqlite3 … 'select * from run_summary')",
-        store.store().display_url()
-    );
+    let url = store.store().display_url();
+    match ddlab_store::sqlite_path(&url) {
+        Some(p) => println!(
+            "\ndatabase: {url}   (try: sqlite3 {} 'select * from run_summary')",
+            p.display()
+        ),
+        None => println!("\ndatabase: {url}"),
+    }
+    if !a.no_report {
+        let dir = super::report::default_dir(&sweep.name);
+        match super::report::write_report(&store, &sweep.name, &dir) {
+            Ok(r) => println!("report:   {}", r.index.display()),
+            Err(e) => eprintln!("warning: the report could not be written: {e:#}"),
+        }
+    }
     if stop.load(std::sync::atomic::Ordering::SeqCst) || report.interrupted > 0 {
         println!("stopped; run the same command again to resume");
         return Ok(ExitCode::from(130));
