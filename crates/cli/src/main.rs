@@ -36,6 +36,8 @@ enum Command {
     Runs(cmd::runs::Args),
     Report(cmd::report::Args),
     Train(cmd::train::Args),
+    TrainClip(cmd::helpers::ClipArgs),
+    TrainJudge(cmd::helpers::JudgeArgs),
     Sample(cmd::sample::Args),
     Eval(cmd::eval::Args),
     Schedule(cmd::schedule::Args),
@@ -51,6 +53,8 @@ fn main() -> ExitCode {
         Command::Runs(a) => cmd::runs::run(a),
         Command::Report(a) => cmd::report::run(a),
         Command::Train(a) => cmd::train::run(a),
+        Command::TrainClip(a) => cmd::helpers::clip(a),
+        Command::TrainJudge(a) => cmd::helpers::judge(a),
         Command::Sample(a) => cmd::sample::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Schedule(a) => cmd::schedule::run(a),
@@ -65,9 +69,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// An error chain as one line: "context: cause: cause".
+/// An error chain as one line: "context: cause: cause". Only the first line of each message
+/// is kept (candle appends a backtrace on the following lines when RUST_BACKTRACE is set).
 fn one_sentence(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
+    let mut parts: Vec<String> = vec![];
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let first = text.lines().next().unwrap_or("").trim().to_string();
+        // A context that only repeats its cause adds nothing.
+        if !first.is_empty() && !parts.last().is_some_and(|p| p.contains(&first)) {
+            parts.push(first);
+        }
+    }
+    parts.join(": ")
 }
 
 /// Fixes the CPU thread count once, before any pool starts. candle reads `RAYON_NUM_THREADS` on

@@ -5,16 +5,20 @@
 //! Every random draw comes from [`rng::Rng`] streams derived from a seed.
 
 pub mod checkpoint;
+pub mod clip;
 pub mod data;
 pub mod diffusion;
 pub mod error;
 pub mod grid;
+pub mod judge;
+pub mod metrics;
 pub mod nll;
 pub mod nn;
 pub mod ops;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;
+pub mod text;
 pub mod train;
 
 pub use candle_core;

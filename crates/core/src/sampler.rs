@@ -322,10 +322,11 @@ impl Sampler for Ddim {
         };
         let (mut eps, mut x0) = (pred.eps.clone(), pred.x0.clone());
         if let Some(g) = guidance {
-            // ε̂ = ε − √(1−ᾱ_t)·g, and the x_0 it implies.
+            // ε̂ = ε − √(1−ᾱ_t)·g, and the x_0 it implies, x̂_0 = x_0 + (1−ᾱ_t)/√ᾱ_t · g (the
+            // same algebra, written so that g = 0 leaves x_0 bit for bit unchanged).
             eps = (eps - (g * (1.0 - ab).sqrt())?)?;
             if ab > 0.0 {
-                x0 = ((x_t - (&eps * (1.0 - ab).sqrt())?)? / ab.sqrt())?;
+                x0 = (x0 + (g * ((1.0 - ab) / ab.sqrt()))?)?;
             }
         }
         if self.clip_x0 {

@@ -7,6 +7,8 @@
 pub mod config;
 pub mod device;
 pub mod execute;
+pub mod guidance;
+pub mod guidance_models;
 pub mod recorder;
 pub mod spec;
 pub mod sweep;

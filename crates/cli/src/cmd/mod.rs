@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod eval;
+pub mod helpers;
 pub mod keys;
 pub mod report;
 pub mod runs;

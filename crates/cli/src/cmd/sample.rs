@@ -11,6 +11,7 @@ use ddlab_core::train::LoadedModel;
 use ddlab_runner::config::SamplerKind;
 use ddlab_runner::device::DeviceRequest;
 use ddlab_runner::execute::{Observer, write_atomic};
+use ddlab_runner::guidance;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -54,9 +55,32 @@ pub struct Args {
     out: PathBuf,
     /// Pixel repeat factor for small images (default: enough for 64-pixel cells).
     #[arg(long)]
-    scale: Option<usize>,
+    zoom: Option<usize>,
+    /// Text prompt for guided sampling ("a handwritten three").
+    #[arg(long)]
+    prompt: Option<String>,
+    /// none, clip (a noised CLIP's gradient, GLIDE) or cfg (classifier-free).
+    #[arg(long, value_enum, default_value = "none")]
+    guidance: GuidanceArg,
+    /// The CLIP checkpoint for --guidance clip (from `ddlab train-clip`).
+    #[arg(long)]
+    clip: Option<PathBuf>,
+    /// Guidance scale s (CLIP) or w (CFG).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    scale: f64,
+    /// A judge checkpoint (from `ddlab train-judge`): print the share of samples it reads as
+    /// the prompt.
+    #[arg(long)]
+    judge: Option<PathBuf>,
     #[arg(long, default_value = "auto")]
     device: String,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum GuidanceArg {
+    None,
+    Clip,
+    Cfg,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -108,23 +132,62 @@ pub fn run(a: Args) -> Result<ExitCode> {
         objective: m.train.objective,
         cond: None,
     };
-    let size = image_size(&ck)?;
+    let run_cfg = run_config(&ck)?;
+    let size = run_cfg.resolve().map_err(anyhow::Error::msg)?.image_size;
+    let channels = m.model.config.in_channels;
+    let guided = guidance::prepare(
+        &guidance::Request {
+            prompt: a.prompt.as_deref(),
+            kind: match a.guidance {
+                GuidanceArg::None => None,
+                GuidanceArg::Clip => Some(guidance::Kind::Clip),
+                GuidanceArg::Cfg => Some(guidance::Kind::Cfg),
+            },
+            clip: a.clip.as_deref(),
+            scale: a.scale,
+            dataset: run_cfg.dataset,
+            channels,
+            image_size: size,
+            n: a.n,
+        },
+        &device,
+    )?;
+    for w in &guided.warnings {
+        eprintln!("warning: {w}");
+    }
+    let guide = guided.clip_guide(&diffusion.schedule)?;
     let progress = RunProgress::new("sample");
     let mut rng = Rng::new(a.seed, ddlab_core::rng::streams::SAMPLING);
     let images = sample(
         sampler.as_ref(),
         &denoiser,
-        None,
+        guide.as_ref().map(|g| g as &dyn ddlab_core::sampler::Guide),
         &diffusion,
-        (a.n, m.model.config.in_channels, size, size),
+        (a.n, channels, size, size),
         &mut rng,
         &mut |k, total| progress.phase(cfg.name(), k, total),
     )?;
     progress.finish();
+    if let Some(jpath) = &a.judge {
+        let (acc, judge_acc) = guidance::judge_prompt_accuracy(
+            jpath,
+            &images,
+            &guided,
+            run_cfg.dataset,
+            channels,
+            size,
+            &device,
+        )?;
+        println!(
+            "the judge reads {:.1}% of the samples as the prompt (the judge's own held-out accuracy: {:.1}%)",
+            acc * 100.0,
+            judge_acc * 100.0
+        );
+    }
     let grid = make_grid(
         &images,
         default_columns(a.n),
-        a.scale.unwrap_or((64 / size).max(1)),
+        a.zoom.unwrap_or((64 / size).max(1)),
     )?;
     write_atomic(&a.out, &encode_png(&grid)?)?;
     println!(
@@ -138,11 +201,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The image side a checkpoint was trained on (recorded with its run config).
-pub fn image_size(ck: &Checkpoint) -> Result<usize> {
-    let cfg: ddlab_runner::config::RunConfig = ck.get_json("ddlab.run_config").context(
+/// The run config a checkpoint was trained with.
+pub fn run_config(ck: &Checkpoint) -> Result<ddlab_runner::config::RunConfig> {
+    ck.get_json("ddlab.run_config").context(
         "the checkpoint carries no run config (was it written by `ddlab train` or a sweep?)",
-    )?;
-    let resolved = cfg.resolve().map_err(anyhow::Error::msg)?;
-    Ok(resolved.image_size)
+    )
 }

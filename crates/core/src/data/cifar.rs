@@ -41,6 +41,7 @@ fn load_files(paths: &[std::path::PathBuf]) -> Result<ImageDataset> {
             pixels.extend_from_slice(&rec[1..]);
         }
     }
+    let attributes = labels.iter().map(|&l| [l as u8, 0, 0]).collect();
     let captions = labels
         .iter()
         .map(|&l| format!("a photo of a {}", CIFAR10_CLASSES[l as usize]))
@@ -54,6 +55,7 @@ fn load_files(paths: &[std::path::PathBuf]) -> Result<ImageDataset> {
         width: 32,
         labels: Some(labels),
         class_names: CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
+        attributes,
         captions,
     })
 }

@@ -64,6 +64,7 @@ pub fn load_split(dir: &Path, size: usize) -> Result<DataSplit> {
         labels: None,
         class_names: vec![],
         captions: vec![],
+        attributes: vec![],
     };
     Ok(DataSplit {
         train: make(train),

@@ -118,6 +118,7 @@ pub fn load_pair(images: &Path, labels: &Path, kind: DatasetKind) -> Result<Imag
         width: dims[2],
         labels: Some(labels),
         class_names: names.iter().map(|s| s.to_string()).collect(),
+        attributes: labels_raw.iter().map(|&l| [l, 0, 0]).collect(),
         captions,
     })
 }

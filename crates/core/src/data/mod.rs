@@ -26,8 +26,11 @@ pub struct ImageDataset {
     pub labels: Option<Vec<u32>>,
     /// Name of each class label value.
     pub class_names: Vec<String>,
-    /// One caption per image (the text the guidance issue conditions on).
+    /// One caption per image (the canonical phrasing).
     pub captions: Vec<String>,
+    /// Per-image attributes that captions describe: [class, 0, 0] for labelled datasets,
+    /// [shape, colour, position] for shapes; empty when there are none.
+    pub attributes: Vec<[u8; 3]>,
 }
 
 impl ImageDataset {
@@ -82,7 +85,12 @@ impl ImageDataset {
             captions: if self.captions.is_empty() {
                 vec![]
             } else {
-                self.captions[range].to_vec()
+                self.captions[range.clone()].to_vec()
+            },
+            attributes: if self.attributes.is_empty() {
+                vec![]
+            } else {
+                self.attributes[range].to_vec()
             },
         }
     }

@@ -110,6 +110,7 @@ pub fn generate(count: usize, size: usize, seed: u64, stream: u64) -> ImageDatas
     let mut pixels = Vec::with_capacity(count * 3 * size * size);
     let mut labels = Vec::with_capacity(count);
     let mut captions = Vec::with_capacity(count);
+    let mut attributes = Vec::with_capacity(count);
     for _ in 0..count {
         let spec = ShapeSpec {
             shape: rng.below(SHAPES.len()),
@@ -121,6 +122,7 @@ pub fn generate(count: usize, size: usize, seed: u64, stream: u64) -> ImageDatas
         pixels.extend(render(&spec, size, jitter));
         labels.push(spec.label());
         captions.push(spec.caption());
+        attributes.push([spec.shape as u8, spec.colour as u8, spec.position as u8]);
     }
     ImageDataset {
         name: "shapes".into(),
@@ -132,5 +134,6 @@ pub fn generate(count: usize, size: usize, seed: u64, stream: u64) -> ImageDatas
         labels: Some(labels),
         class_names: class_names(),
         captions,
+        attributes,
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod layers;
 pub mod params;
+pub mod text_encoder;
 pub mod unet;
 
 pub use params::{Init, ParamBuilder, ParamStore};
