@@ -10,6 +10,7 @@ pub mod execute;
 pub mod guidance;
 pub mod guidance_models;
 pub mod recorder;
+pub mod slurm;
 pub mod spec;
 pub mod sweep;
 

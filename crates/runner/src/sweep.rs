@@ -101,12 +101,20 @@ fn worker_is_dead_here(worker: Option<&str>) -> bool {
             .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists())
 }
 
-/// Puts runs whose worker is gone back to pending. Returns how many.
+/// Puts runs whose worker is gone back to pending: a stale heartbeat, a dead process on this
+/// host, or a Slurm array task that has ended. Returns how many.
 pub fn reclaim_orphans(store: &SyncStore, sweep_id: i64) -> Result<u64> {
     let s = store.store();
     let mut n = store.block(s.requeue_stale(sweep_id, STALE_AFTER))?;
     for r in store.block(s.runs(Some(sweep_id)))? {
-        if r.status() == RunStatus::Running && worker_is_dead_here(r.worker.as_deref()) {
+        if r.status() != RunStatus::Running {
+            continue;
+        }
+        let slurm_task_ended = match (&r.slurm_job, r.slurm_task) {
+            (Some(job), Some(task)) => crate::slurm::task_ended(job, task),
+            _ => false,
+        };
+        if worker_is_dead_here(r.worker.as_deref()) || slurm_task_ended {
             store.block(s.release_run(r.id))?;
             n += 1;
         }

@@ -480,6 +480,20 @@ impl Store {
         .rows_affected())
     }
 
+    /// Marks every unfinished run of a sweep (pending or running) `interrupted` with a reason;
+    /// they resume when workers start again. Returns how many.
+    pub async fn interrupt_unfinished(&self, sweep_id: i64, reason: &str) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE runs SET status = 'interrupted', error = $1
+             WHERE sweep_id = $2 AND status IN ('pending', 'running')",
+        )
+        .bind(reason)
+        .bind(sweep_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     /// Releases a run this worker holds back to `pending` (e.g. before a time limit).
     pub async fn release_run(&self, id: i64) -> Result<()> {
         sqlx::query("UPDATE runs SET status = 'pending', worker = NULL WHERE id = $1 AND status = 'running'")

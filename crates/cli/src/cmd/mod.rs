@@ -13,17 +13,25 @@ pub mod train;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// A flag raised by the first Ctrl-C / SIGTERM (runs checkpoint and stop); a second one exits.
+/// A flag raised by the first Ctrl-C, SIGTERM (e.g. `scancel`) or SIGUSR1 (Slurm's warning
+/// before a time limit): active runs checkpoint, hand their run back and stop. A second Ctrl-C
+/// exits at once.
 pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
     let flag = Arc::new(AtomicBool::new(false));
+    // Registered first, so it sees the flag as it was before this signal set it.
+    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, flag.clone())?;
+    for sig in [SIGINT, SIGTERM, SIGUSR1] {
+        signal_hook::flag::register(sig, flag.clone())?;
+    }
+    // Signal handlers may not print; a watcher thread says what is happening.
     let f = flag.clone();
-    ctrlc::set_handler(move || {
-        if f.swap(true, Ordering::SeqCst) {
-            eprintln!("\nstopping now");
-            std::process::exit(130);
+    std::thread::spawn(move || {
+        while !f.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        eprintln!("\ninterrupt: checkpointing and stopping (press Ctrl-C again to exit at once)");
-    })?;
+        eprintln!("\nstopping: checkpointing the active runs (Ctrl-C again exits at once)");
+    });
     Ok(flag)
 }
 
