@@ -44,6 +44,12 @@ test:
 ci:
     .ci/run
 
+# The Slurm tests on a real single-node cluster (as root; PostgreSQL from DDLAB_TEST_POSTGRES_URL)
+[group('dev')]
+test-slurm:
+    scripts/slurm-up
+    cargo test -p ddlab-cli --test slurm
+
 # Format and lint
 [group('dev')]
 lint:

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 pub fn ddlab() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ddlab"));
@@ -97,4 +98,47 @@ pub fn sqlite_rows(url: &str, sql: &str) -> Vec<Vec<String>> {
             })
             .collect()
     })
+}
+
+/// A fresh PostgreSQL database on the test server, or None (with a visible note).
+pub fn postgres_db(name: &str) -> Option<String> {
+    let Ok(admin) = std::env::var("DDLAB_TEST_POSTGRES_URL") else {
+        eprintln!("SKIPPED {name} on PostgreSQL: set DDLAB_TEST_POSTGRES_URL to run it");
+        return None;
+    };
+    let db = format!("ddlab_e2e_{name}_{}", std::process::id());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
+        for q in [
+            format!("DROP DATABASE IF EXISTS {db}"),
+            format!("CREATE DATABASE {db}"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(q))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    });
+    Some(format!("{}/{db}", admin.rsplit_once('/').unwrap().0))
+}
+
+pub fn pg_rows(url: &str, sql: &str) -> Vec<Vec<String>> {
+    sqlite_rows(url, sql)
+}
+
+/// Polls `f` every 100 ms until it holds or `deadline` passes.
+pub fn wait_until(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
 }

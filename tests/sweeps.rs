@@ -3,18 +3,7 @@
 
 mod common;
 use common::*;
-use std::time::{Duration, Instant};
-
-fn wait_until(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
+use std::time::Duration;
 
 #[test]
 fn a_sweep_killed_mid_training_completes_when_launched_again() {
@@ -154,37 +143,6 @@ fn eight_processes_write_one_sqlite_file_at_once() {
         "8"
     );
     assert_eq!(sqlite_rows(&db, "PRAGMA integrity_check")[0][0], "ok");
-}
-
-/// A fresh PostgreSQL database on the test server, or None (with a visible note).
-fn postgres_db(name: &str) -> Option<String> {
-    let Ok(admin) = std::env::var("DDLAB_TEST_POSTGRES_URL") else {
-        eprintln!("SKIPPED {name} on PostgreSQL: set DDLAB_TEST_POSTGRES_URL to run it");
-        return None;
-    };
-    let db = format!("ddlab_e2e_{name}_{}", std::process::id());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
-        for q in [
-            format!("DROP DATABASE IF EXISTS {db}"),
-            format!("CREATE DATABASE {db}"),
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(q))
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-    });
-    Some(format!("{}/{db}", admin.rsplit_once('/').unwrap().0))
-}
-
-fn pg_rows(url: &str, sql: &str) -> Vec<Vec<String>> {
-    sqlite_rows(url, sql)
 }
 
 #[test]

@@ -33,6 +33,7 @@ struct Cli {
 enum Command {
     Sweep(cmd::sweep::Args),
     Work(cmd::sweep::WorkArgs),
+    Cancel(cmd::sweep::CancelArgs),
     Runs(cmd::runs::Args),
     Report(cmd::report::Args),
     Train(cmd::train::Args),
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Sweep(a) => cmd::sweep::run(a),
         Command::Work(a) => cmd::sweep::work_cmd(a),
+        Command::Cancel(a) => cmd::sweep::cancel_cmd(a),
         Command::Runs(a) => cmd::runs::run(a),
         Command::Report(a) => cmd::report::run(a),
         Command::Train(a) => cmd::train::run(a),

@@ -36,7 +36,7 @@ pub fn check_db_for_cluster(url: &str, single_node: bool) -> Result<()> {
     if url.starts_with("sqlite:") && !single_node {
         bail!(
             "--slurm with a SQLite database is unsafe (SQLite's locks do not work on network file \
-             systems): pass --db postgres://… , or --single-node if every task runs on this machine"
+             systems): use PostgreSQL (--db postgres://…), or pass --single-node if every task runs on this machine"
         );
     }
     Ok(())
@@ -50,12 +50,17 @@ fn valid_time(t: &str) -> bool {
     let parts: Vec<&str> = rest.split(':').collect();
     days.is_none_or(|d| d.parse::<u32>().is_ok())
         && (1..=3).contains(&parts.len())
-        && parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.parse::<u32>().is_ok())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.parse::<u32>().is_ok())
 }
 
 /// Quotes a string for a POSIX shell.
 fn sh(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-:=@+,".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:=@+,".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -67,18 +72,30 @@ pub fn script(o: &SlurmOptions) -> Result<String> {
     if o.workers == 0 {
         bail!("--workers must be at least 1");
     }
-    if let Some(t) = &o.time {
-        if !valid_time(t) {
-            bail!("--time {t} is not a Slurm time (HH:MM:SS, MM:SS or D-HH:MM:SS)");
-        }
+    if let Some(t) = o.time.as_ref().filter(|t| !valid_time(t)) {
+        bail!("--time {t} is not a Slurm time (HH:MM:SS, MM:SS or D-HH:MM:SS)");
     }
     if o.sweep.contains(['\n', '\'']) {
         bail!("the sweep name cannot contain newlines or quotes for a Slurm job");
     }
     let mut s = String::new();
-    let name: String = o.sweep.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let name: String = o
+        .sweep
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     let _ = writeln!(s, "#!/bin/bash");
-    let _ = writeln!(s, "# ddlab workers for sweep `{}`: each array task claims runs until none is left.", o.sweep);
+    let _ = writeln!(
+        s,
+        "# ddlab workers for sweep `{}`: each array task claims runs until none is left.",
+        o.sweep
+    );
     let _ = writeln!(s, "#SBATCH --job-name=ddlab-{name}");
     let _ = writeln!(s, "#SBATCH --array=0-{}", o.workers - 1);
     let _ = writeln!(s, "#SBATCH --output={}/%x-%A_%a.out", o.log_dir.display());
@@ -99,7 +116,10 @@ pub fn script(o: &SlurmOptions) -> Result<String> {
     }
     let _ = writeln!(s);
     let device = if o.gpus_per_task > 0 { "cuda" } else { "cpu" };
-    let threads = o.cpus_per_task.map(|c| format!(" --threads {c}")).unwrap_or_default();
+    let threads = o
+        .cpus_per_task
+        .map(|c| format!(" --threads {c}"))
+        .unwrap_or_default();
     let _ = writeln!(
         s,
         "exec {} work --sweep {} --db {} --checkpoint-dir {} --device {device} --jobs {}{threads}",
@@ -121,7 +141,11 @@ fn run_tool(tool: &str, args: &[&str]) -> Result<String> {
         }
     })?;
     if !out.status.success() {
-        bail!("`{tool} {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`{tool} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -143,18 +167,32 @@ pub fn cancel(job: &str) -> Result<()> {
 }
 
 /// Slurm job states after which a task holds nothing any more.
-const ENDED: [&str; 9] =
-    ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"];
+const ENDED: [&str; 9] = [
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "PREEMPTED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+];
 
 /// The state of array task `job_task` of job `job` (e.g. RUNNING, CANCELLED), or None when
 /// Slurm does not know it (no Slurm here, or the record expired).
 pub fn task_state(job: &str, task: i64) -> Option<String> {
-    let out = Command::new("scontrol").args(["show", "job", &format!("{job}_{task}")]).output().ok()?;
+    let out = Command::new("scontrol")
+        .args(["show", "job", &format!("{job}_{task}")])
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace().find_map(|w| w.strip_prefix("JobState=")).map(str::to_string)
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix("JobState="))
+        .map(str::to_string)
 }
 
 /// Whether Slurm says that task has ended.
@@ -168,7 +206,8 @@ pub fn write_script(o: &SlurmOptions, path: &Path) -> Result<PathBuf> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    std::fs::create_dir_all(&o.log_dir).with_context(|| format!("cannot create {}", o.log_dir.display()))?;
+    std::fs::create_dir_all(&o.log_dir)
+        .with_context(|| format!("cannot create {}", o.log_dir.display()))?;
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path.to_path_buf())
 }
@@ -208,16 +247,39 @@ mod tests {
         ] {
             assert!(s.contains(line), "missing `{line}` in\n{s}");
         }
-        let cpu = script(&SlurmOptions { gpus_per_task: 0, partition: None, time: None, cpus_per_task: None, ..opts() }).unwrap();
-        assert!(!cpu.contains("--gres") && !cpu.contains("--partition") && cpu.contains("--device cpu"));
-        assert!(script(&SlurmOptions { time: Some("12h".into()), ..opts() }).is_err());
-        assert!(script(&SlurmOptions { workers: 0, ..opts() }).is_err());
+        let cpu = script(&SlurmOptions {
+            gpus_per_task: 0,
+            partition: None,
+            time: None,
+            cpus_per_task: None,
+            ..opts()
+        })
+        .unwrap();
+        assert!(
+            !cpu.contains("--gres") && !cpu.contains("--partition") && cpu.contains("--device cpu")
+        );
+        assert!(
+            script(&SlurmOptions {
+                time: Some("12h".into()),
+                ..opts()
+            })
+            .is_err()
+        );
+        assert!(
+            script(&SlurmOptions {
+                workers: 0,
+                ..opts()
+            })
+            .is_err()
+        );
         assert_eq!(sh("a b'c"), "'a b'\\''c'");
     }
 
     #[test]
     fn sqlite_needs_single_node() {
-        let e = check_db_for_cluster("sqlite://runs/ddlab.sqlite", false).unwrap_err().to_string();
+        let e = check_db_for_cluster("sqlite://runs/ddlab.sqlite", false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("PostgreSQL") || e.contains("postgres"), "{e}");
         assert!(check_db_for_cluster("sqlite://x", true).is_ok());
         assert!(check_db_for_cluster("postgres://x/y", false).is_ok());

@@ -43,15 +43,21 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 pub fn print_table(store: &SyncStore, sweep: Option<&str>) -> Result<()> {
     let rows = store.block(store.store().summaries(sweep))?;
     let all = store.block(store.store().runs(None))?;
-    let host = |id: i64| {
-        all.iter()
-            .find(|r| r.id == id)
-            .and_then(|r| r.host.clone())
-            .unwrap_or_default()
+    let run = |id: i64| all.iter().find(|r| r.id == id);
+    let host = |id: i64| run(id).and_then(|r| r.host.clone()).unwrap_or_default();
+    // Slurm's `JOB_TASK`, the name squeue and sacct use.
+    let slurm = |id: i64| match run(id).map(|r| (&r.slurm_job, r.slurm_task)) {
+        Some((Some(j), Some(t))) => format!("{j}_{t}"),
+        Some((Some(j), None)) => j.clone(),
+        _ => String::new(),
     };
-    let header = [
+    let with_slurm = all.iter().any(|r| r.slurm_job.is_some());
+    let mut header = vec![
         "id", "sweep", "name", "status", "steps", "loss", "NLL b/d", "device", "host",
     ];
+    if with_slurm {
+        header.extend(["slurm", "attempts"]);
+    }
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for r in &rows {
         table.push(vec![
@@ -68,6 +74,13 @@ pub fn print_table(store: &SyncStore, sweep: Option<&str>) -> Result<()> {
             r.device.clone().unwrap_or_default(),
             host(r.run_id),
         ]);
+        if with_slurm {
+            let attempts = run(r.run_id).map_or(0, |r| r.attempts);
+            table
+                .last_mut()
+                .unwrap()
+                .extend([slurm(r.run_id), attempts.to_string()]);
+        }
     }
     if rows.is_empty() {
         println!(

@@ -6,6 +6,7 @@ use clap::Parser;
 use ddlab_runner::DataCache;
 use ddlab_runner::device::DeviceRequest;
 use ddlab_runner::recorder::SyncStore;
+use ddlab_runner::slurm::{self, SlurmOptions, check_db_for_cluster};
 use ddlab_runner::spec::load_sweep;
 use ddlab_runner::sweep::{WorkOptions, plan_slots, preflight, register, work};
 use ddlab_store::RunStatus;
@@ -56,7 +57,43 @@ pub struct Args {
     #[arg(long)]
     register_only: bool,
     #[command(flatten)]
+    slurm: SlurmArgs,
+    #[command(flatten)]
     db: DbArg,
+}
+
+/// Flags of `ddlab sweep --slurm` (see README, "Many machines").
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Slurm (many machines)")]
+pub struct SlurmArgs {
+    /// Register the runs, then write an sbatch script: a job array of `ddlab work` workers.
+    #[arg(long)]
+    slurm: bool,
+    /// Array tasks, i.e. workers (default: the unfinished runs, at most 4).
+    #[arg(long, requires = "slurm")]
+    workers: Option<usize>,
+    /// Slurm partition (#SBATCH --partition).
+    #[arg(long, requires = "slurm")]
+    partition: Option<String>,
+    /// GPUs per worker (#SBATCH --gres=gpu:G); 0 trains on the CPU.
+    #[arg(long, default_value_t = 0, requires = "slurm")]
+    gpus_per_task: usize,
+    /// CPU cores per worker (#SBATCH --cpus-per-task, and the worker's --threads).
+    #[arg(long, requires = "slurm")]
+    cpus_per_task: Option<usize>,
+    /// Time limit per worker, HH:MM:SS or D-HH:MM:SS (#SBATCH --time). Two minutes before it
+    /// Slurm sends SIGUSR1 and the worker checkpoints and hands its run back.
+    #[arg(long, requires = "slurm")]
+    time: Option<String>,
+    /// Submit the script with sbatch and record the job id on the sweep.
+    #[arg(long, requires = "slurm")]
+    submit: bool,
+    /// Allow a SQLite database: every task runs on this machine (no network file system).
+    #[arg(long, requires = "slurm")]
+    single_node: bool,
+    /// Checkpoints and run directories, on storage every node can read (default: --out).
+    #[arg(long, requires = "slurm")]
+    checkpoint_dir: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
@@ -71,8 +108,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.jobs == 0 {
         bail!("--jobs must be at least 1");
     }
+    if a.slurm.slurm {
+        check_db_for_cluster(&a.db.db, a.slurm.single_node)?;
+    }
     let request: DeviceRequest = a.device.parse().map_err(anyhow::Error::msg)?;
-    let devices = request.resolve()?;
+    // The Slurm workers pick their own devices on their nodes.
+    let devices = if a.slurm.slurm {
+        DeviceRequest::Cpu.resolve()?
+    } else {
+        request.resolve()?
+    };
     let data = DataCache::default();
     preflight(&spec, &data)?;
     let store = SyncStore::connect(&a.db.db, true)?;
@@ -91,6 +136,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
         if a.retry_failed { ", retried" } else { "" },
         store.store().display_url()
     );
+    if a.slurm.slurm {
+        let unfinished = runs
+            .iter()
+            .filter(|r| !matches!(r.status(), RunStatus::Completed | RunStatus::Failed))
+            .count();
+        return launch_slurm(&a, &store, &sweep, unfinished);
+    }
     if a.register_only {
         println!(
             "registered; start workers with: ddlab work --sweep {} --db {}",
@@ -145,6 +197,98 @@ pub fn run(a: Args) -> Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes (and with --submit, submits) the sbatch script of a sweep's workers.
+fn launch_slurm(
+    a: &Args,
+    store: &SyncStore,
+    sweep: &ddlab_store::SweepRow,
+    unfinished: usize,
+) -> Result<ExitCode> {
+    let o = &a.slurm;
+    if unfinished == 0 {
+        println!(
+            "every run of `{}` has finished; nothing to submit",
+            sweep.name
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cwd = std::env::current_dir()?;
+    let checkpoint_dir = cwd.join(o.checkpoint_dir.as_ref().unwrap_or(&a.out));
+    let slurm_dir = checkpoint_dir.join(&sweep.name).join("slurm");
+    let opts = SlurmOptions {
+        sweep: sweep.name.clone(),
+        db_url: a.db.db.clone(),
+        workers: o.workers.unwrap_or(unfinished.min(4)),
+        partition: o.partition.clone(),
+        gpus_per_task: o.gpus_per_task,
+        cpus_per_task: o.cpus_per_task,
+        time: o.time.clone(),
+        checkpoint_dir,
+        log_dir: slurm_dir.clone(),
+        workdir: cwd,
+        ddlab: std::env::current_exe()?,
+    };
+    let path = slurm::write_script(&opts, &slurm_dir.join("workers.sbatch"))?;
+    println!("sbatch script: {}", path.display());
+    if !o.submit {
+        println!("submit it with: sbatch {}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let job = slurm::submit(&path)?;
+    store.block(store.store().set_sweep_slurm_job(sweep.id, &job))?;
+    println!(
+        "submitted job {job}: {} workers (array 0-{})",
+        opts.workers,
+        opts.workers - 1
+    );
+    println!("watch:   ddlab tui --db {}", store.store().display_url());
+    println!(
+        "         squeue -j {job}    (logs: {}/)",
+        slurm_dir.display()
+    );
+    println!(
+        "results: ddlab runs --sweep {} --db {}",
+        sweep.name,
+        store.store().display_url()
+    );
+    println!(
+        "cancel:  ddlab cancel --sweep {} --db {}",
+        sweep.name,
+        store.store().display_url()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancel a sweep's Slurm job: scancel every array task (workers checkpoint on SIGTERM) and
+/// mark the sweep's unfinished runs interrupted; `ddlab sweep --slurm --submit` resumes them.
+#[derive(Parser, Debug)]
+pub struct CancelArgs {
+    /// The sweep's name.
+    #[arg(long)]
+    sweep: String,
+    #[command(flatten)]
+    db: DbArg,
+}
+
+pub fn cancel_cmd(a: CancelArgs) -> Result<ExitCode> {
+    let store = SyncStore::connect(&a.db.db, false)?;
+    let sweep = store.block(store.store().sweep(&a.sweep))?;
+    let Some(job) = &sweep.slurm_job_id else {
+        bail!(
+            "sweep `{}` has no Slurm job recorded (it was not submitted with --slurm --submit)",
+            sweep.name
+        );
+    };
+    slurm::cancel(job)?;
+    let n = store.block(
+        store
+            .store()
+            .interrupt_unfinished(sweep.id, &format!("cancelled (Slurm job {job})")),
+    )?;
+    println!("cancelled Slurm job {job}; {n} unfinished run(s) marked interrupted");
     Ok(ExitCode::SUCCESS)
 }
 
