@@ -44,11 +44,11 @@ test:
 ci:
     .ci/run
 
-# The Slurm tests on a real single-node cluster (as root; PostgreSQL from DDLAB_TEST_POSTGRES_URL)
+# The Slurm tests on a real single-node Slurm cluster and a local PostgreSQL (as root)
 [group('dev')]
 test-slurm:
     scripts/slurm-up
-    cargo test -p ddlab-cli --test slurm
+    DDLAB_TEST_POSTGRES_URL=$(scripts/postgres-up) cargo test -p ddlab-cli --test slurm
 
 # Format and lint
 [group('dev')]

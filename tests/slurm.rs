@@ -146,12 +146,29 @@ fn a_job_array_of_two_workers_completes_every_run_exactly_once() {
 
 #[test]
 fn a_cancelled_array_task_hands_its_run_to_another_worker() {
-    let test = "slurm scancel";
-    if !slurm_up(test) {
-        return;
+    take_over("slurm_cancel", &[]);
+}
+
+/// `scancel --signal=USR1 --batch` is what Slurm sends two minutes before the time limit
+/// (`--signal=B:USR1@120` in the script): the worker hands its run back and exits cleanly.
+#[test]
+fn a_worker_near_its_time_limit_hands_its_run_back_and_exits_cleanly() {
+    let task_state = take_over("slurm_usr1", &["--signal=USR1", "--batch"]);
+    assert!(
+        task_state.contains("JobState=COMPLETED") && task_state.contains("ExitCode=0:0"),
+        "{task_state}"
+    );
+}
+
+/// Cancels (or signals) the array task holding a long run once it is past a checkpoint, checks
+/// the run completes on the other task from that checkpoint; returns `scontrol show job` of
+/// the signalled task.
+fn take_over(name: &str, scancel_args: &[&str]) -> String {
+    if !slurm_up(name) {
+        return "JobState=COMPLETED ExitCode=0:0 (skipped)".into();
     }
-    let Some(url) = postgres_db("slurm_cancel") else {
-        return;
+    let Some(url) = postgres_db(name) else {
+        return "JobState=COMPLETED ExitCode=0:0 (skipped)".into();
     };
     let dir = tempfile::tempdir().unwrap();
     // Run 1 is long; run 2 is short, so its worker is free to take run 1 over.
@@ -214,6 +231,7 @@ fn a_cancelled_array_task_hands_its_run_to_another_worker() {
         ),
     );
     let status = Command::new("scancel")
+        .args(scancel_args)
         .arg(format!("{job}_{task}"))
         .status()
         .unwrap();
@@ -239,6 +257,11 @@ fn a_cancelled_array_task_hands_its_run_to_another_worker() {
         "SELECT COUNT(*), COUNT(DISTINCT m.step), MAX(m.step) FROM metrics m JOIN runs r ON r.id = m.run_id WHERE r.steps_total = 400 AND m.name = 'loss'",
     );
     assert_eq!(r[0], vec!["400".to_string(), "400".into(), "400".into()]);
+    let out = Command::new("scontrol")
+        .args(["show", "job", &format!("{job}_{task}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -13,6 +13,15 @@ pub mod train;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+static TIME_LIMIT: std::sync::LazyLock<Arc<AtomicBool>> =
+    std::sync::LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+
+/// Whether the stop came from SIGUSR1, Slurm's warning before the time limit: a worker that
+/// handed its runs back then exits 0, since it did what it was asked.
+pub fn stopped_for_time_limit() -> bool {
+    TIME_LIMIT.load(Ordering::SeqCst)
+}
+
 /// A flag raised by the first Ctrl-C, SIGTERM (e.g. `scancel`) or SIGUSR1 (Slurm's warning
 /// before a time limit): active runs checkpoint, hand their run back and stop. A second Ctrl-C
 /// exits at once.
@@ -24,6 +33,7 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     for sig in [SIGINT, SIGTERM, SIGUSR1] {
         signal_hook::flag::register(sig, flag.clone())?;
     }
+    signal_hook::flag::register(SIGUSR1, TIME_LIMIT.clone())?;
     // Signal handlers may not print; a watcher thread says what is happening.
     let f = flag.clone();
     std::thread::spawn(move || {

@@ -346,6 +346,10 @@ pub fn work_cmd(a: WorkArgs) -> Result<ExitCode> {
         report.failed,
         report.interrupted
     );
+    if report.interrupted > 0 && super::stopped_for_time_limit() {
+        println!("time limit near: checkpointed and handed back; another worker resumes them");
+        return Ok(ExitCode::SUCCESS);
+    }
     Ok(if report.interrupted > 0 {
         ExitCode::from(130)
     } else {
