@@ -100,6 +100,9 @@ pub mod streams {
     pub const SAMPLING: u64 = 1 << 60;
     /// NLL evaluation.
     pub const EVAL: u64 = 1 << 59;
+    /// Which phrasing of each caption a training step uses, and which captions it drops
+    /// (classifier-free guidance): `CAPTIONS + step`.
+    pub const CAPTIONS: u64 = 1 << 58;
     /// Training steps use the plain step number as the stream.
     pub const TRAIN: u64 = 0;
 }

@@ -428,3 +428,57 @@ impl Denoiser for UNetDenoiser<'_> {
         self.diffusion.prediction(self.objective, x_t, &out, t)
     }
 }
+
+/// Classifier-free guidance (Ho & Salimans 2021; GLIDE): one caption-conditioned network,
+/// ε̂ = ε(x_t, ∅) + w·(ε(x_t, c) − ε(x_t, ∅)), both branches in one batched forward. The
+/// combination is made on the network's output, whatever the objective (ε, x₀ or v), so
+/// w = 1 is the conditional model and w = 0 the unconditional one.
+pub struct CfgDenoiser<'a> {
+    pub model: &'a crate::nn::UNet,
+    pub diffusion: &'a Diffusion,
+    pub objective: crate::diffusion::Objective,
+    /// (B, cond_dim) embeddings of the prompts, one row per sample.
+    pub cond: Tensor,
+    /// (B, cond_dim) embeddings of ∅.
+    pub null: Tensor,
+    pub scale: f64,
+}
+
+impl<'a> CfgDenoiser<'a> {
+    /// Embeds one prompt per sample row and the matching ∅ rows.
+    pub fn new(
+        model: &'a crate::nn::UNet,
+        diffusion: &'a Diffusion,
+        objective: crate::diffusion::Objective,
+        prompts: &[&str],
+        scale: f64,
+    ) -> Result<Self> {
+        let device = diffusion.device();
+        let cond = model.embed_captions(prompts, device)?.detach();
+        let null = model
+            .embed_captions(&vec![""; prompts.len()], device)?
+            .detach();
+        Ok(Self {
+            model,
+            diffusion,
+            objective,
+            cond,
+            null,
+            scale,
+        })
+    }
+}
+
+impl Denoiser for CfgDenoiser<'_> {
+    fn predict(&self, x_t: &Tensor, t: &[usize]) -> Result<Prediction> {
+        let b = x_t.dim(0)?;
+        let x2 = Tensor::cat(&[x_t, x_t], 0)?;
+        let t2: Vec<usize> = t.iter().chain(t).copied().collect();
+        let c2 = Tensor::cat(&[&self.cond, &self.null], 0)?;
+        let out = self.model.forward(&x2, &t2, Some(&c2), None)?;
+        let cond = out.narrow(0, 0, b)?;
+        let uncond = out.narrow(0, b, b)?;
+        let guided = (&uncond + ((cond - &uncond)? * self.scale)?)?;
+        self.diffusion.prediction(self.objective, x_t, &guided, t)
+    }
+}

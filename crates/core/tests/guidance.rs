@@ -196,3 +196,154 @@ fn the_judge_learns_the_shapes_attributes() {
     assert!(acc > 0.08, "judge accuracy {acc}");
     assert!(cfg.check_compatible(DatasetKind::Mnist, 1, 28).is_err());
 }
+
+fn captioned_unet_config() -> ddlab_core::nn::UNetConfig {
+    use ddlab_core::nn::unet::CaptionConditioning;
+    let mut cfg = ddlab_core::nn::UNetConfig::tiny();
+    let tok = ddlab_core::text::dataset_tokenizer(DatasetKind::Mnist).unwrap();
+    let text = CaptionConditioning::new(tok, cfg.time_embed_dim());
+    cfg.cond_dim = Some(text.encoder.out_dim);
+    cfg.text = Some(text);
+    cfg
+}
+
+#[test]
+fn classifier_free_guidance_at_w_1_is_the_conditional_model_and_at_w_0_the_unconditional() {
+    use ddlab_core::diffusion::Objective;
+    use ddlab_core::nn::UNet;
+    use ddlab_core::sampler::{CfgDenoiser, Denoiser, UNetDenoiser};
+    let dev = Device::Cpu;
+    let cfg = captioned_unet_config();
+    let store = ParamStore::new();
+    let model = UNet::new(&ParamBuilder::new(&store, 5, &dev), &cfg).unwrap();
+    // Zero-initialised output layers would make every prediction 0: perturb all weights.
+    for (i, v) in store.vars().iter().enumerate() {
+        let noise = Rng::new(9, i as u64)
+            .randn(v.as_tensor().shape(), &dev)
+            .unwrap();
+        v.set(&(v.as_tensor() + (noise * 0.05).unwrap()).unwrap())
+            .unwrap();
+    }
+    let diffusion = Diffusion::new(
+        ScheduleConfig::new(ScheduleKind::Linear, 100)
+            .build()
+            .unwrap(),
+        &dev,
+    );
+    let prompts = ["a handwritten three", "the digit 7", "nine"];
+    let x = Rng::new(2, 2).randn((3, 1, 8, 8), &dev).unwrap();
+    let t = [5, 50, 99];
+    let eps = |d: &dyn Denoiser| -> Vec<f32> {
+        d.predict(&x, &t)
+            .unwrap()
+            .eps
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let with = |prompts: &[&str]| {
+        let cond = model.embed_captions(prompts, &dev).unwrap();
+        eps(&UNetDenoiser {
+            model: &model,
+            diffusion: &diffusion,
+            objective: Objective::Eps,
+            cond: Some(&cond),
+        })
+    };
+    let conditional = with(&prompts);
+    let unconditional = with(&["", "", ""]);
+    let cfg_at =
+        |w: f64| eps(&CfgDenoiser::new(&model, &diffusion, Objective::Eps, &prompts, w).unwrap());
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    assert!(
+        max_diff(&conditional, &unconditional) > 1e-3,
+        "the caption matters"
+    );
+    assert!(max_diff(&cfg_at(1.0), &conditional) < 1e-5);
+    assert!(max_diff(&cfg_at(0.0), &unconditional) < 1e-5);
+    // w = 3 extrapolates: ε(∅) + 3(ε(c) − ε(∅)).
+    let expected: Vec<f32> = conditional
+        .iter()
+        .zip(&unconditional)
+        .map(|(c, u)| u + 3.0 * (c - u))
+        .collect();
+    assert!(max_diff(&cfg_at(3.0), &expected) < 1e-4);
+}
+
+#[test]
+fn caption_dropout_drops_about_p_and_the_caption_encoder_trains() {
+    use ddlab_core::train::{TrainConfig, Trainer};
+    let dev = Device::Cpu;
+    let cfg = captioned_unet_config();
+    let schedule = ScheduleConfig::new(ScheduleKind::Linear, 50)
+        .build()
+        .unwrap();
+    let train = TrainConfig {
+        batch_size: 4,
+        caption_dropout: 0.25,
+        warmup_steps: 0,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(&cfg, schedule, train, &dev).unwrap();
+    let captions = vec!["a handwritten three"; 4000];
+    let dropped = trainer
+        .drop_captions(&captions)
+        .iter()
+        .filter(|c| c.is_empty())
+        .count();
+    assert!(
+        (850..1150).contains(&dropped),
+        "{dropped} of 4000 at p = 0.25"
+    );
+
+    let before: Vec<f32> = trainer
+        .model
+        .embed_captions(&["the digit 3"], &dev)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let x0 = Rng::new(4, 4)
+        .randn((4, 1, 8, 8), &dev)
+        .unwrap()
+        .tanh()
+        .unwrap();
+    for _ in 0..3 {
+        let s = trainer
+            .train_step_captioned(&x0, &["the digit 3", "a five", "", "7"])
+            .unwrap();
+        assert!(s.loss.is_finite());
+    }
+    let after: Vec<f32> = trainer
+        .model
+        .embed_captions(&["the digit 3"], &dev)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_ne!(
+        before, after,
+        "the caption encoder is trained with the U-Net"
+    );
+    // Its weights are in the checkpoint and come back.
+    let ck = trainer.checkpoint(Default::default()).unwrap();
+    assert!(ck.tensors.keys().any(|k| k.starts_with("model.text.")));
+    let loaded = ddlab_core::train::LoadedModel::from_checkpoint(&ck, &dev, false).unwrap();
+    let again: Vec<f32> = loaded
+        .model
+        .embed_captions(&["the digit 3"], &dev)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(after, again);
+}

@@ -165,6 +165,7 @@ pub fn model_preset(name: &str) -> Option<UNetConfig> {
             dropout: 0.0,
             norm_groups: 8,
             cond_dim: None,
+            text: None,
         }),
         other => UNetConfig::preset(other).ok(),
     }

@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::nn::layers::{Conv2d, GroupNorm, Linear};
 use crate::nn::params::ParamBuilder;
+use crate::nn::text_encoder::{TextEncoder, TextEncoderConfig};
 use crate::ops;
 use crate::rng::Rng;
+use crate::text::Tokenizer;
 
 /// Architecture hyper-parameters. `Default` is the `mnist` preset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +35,32 @@ pub struct UNetConfig {
     /// Width of an optional conditioning vector (class or caption embedding) that is projected
     /// and added to the time embedding.
     pub cond_dim: Option<usize>,
+    /// A caption encoder trained with the network (classifier-free guidance): its output is
+    /// the conditioning vector, so `cond_dim` equals its `out_dim`.
+    #[serde(default)]
+    pub text: Option<CaptionConditioning>,
+}
+
+/// The caption encoder of a text-conditioned U-Net and the vocabulary it reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaptionConditioning {
+    pub tokenizer: Tokenizer,
+    pub encoder: TextEncoderConfig,
+}
+
+impl CaptionConditioning {
+    /// A small transformer over a dataset's caption vocabulary, as wide as the time embedding.
+    pub fn new(tokenizer: Tokenizer, out_dim: usize) -> Self {
+        let encoder = TextEncoderConfig {
+            vocab_size: tokenizer.len(),
+            max_len: tokenizer.max_len,
+            width: 64,
+            layers: 2,
+            heads: 4,
+            out_dim,
+        };
+        Self { tokenizer, encoder }
+    }
 }
 
 impl Default for UNetConfig {
@@ -54,6 +82,7 @@ impl UNetConfig {
             dropout: 0.0,
             norm_groups: 4,
             cond_dim: None,
+            text: None,
         }
     }
 
@@ -70,6 +99,7 @@ impl UNetConfig {
             dropout: 0.1,
             norm_groups: 32,
             cond_dim: None,
+            text: None,
         }
     }
 
@@ -85,6 +115,7 @@ impl UNetConfig {
             dropout: 0.1,
             norm_groups: 32,
             cond_dim: None,
+            text: None,
         }
     }
 
@@ -135,6 +166,15 @@ impl UNetConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout = {} must be in [0, 1)", self.dropout));
+        }
+        if let Some(text) = &self.text {
+            text.encoder.validate()?;
+            if self.cond_dim != Some(text.encoder.out_dim) {
+                return bad(format!(
+                    "cond_dim = {:?} must equal the caption encoder's out_dim {}",
+                    self.cond_dim, text.encoder.out_dim
+                ));
+            }
         }
         let factor = 1usize << (self.channel_mult.len() - 1);
         if image_size == 0 || !image_size.is_multiple_of(factor) {
@@ -288,6 +328,7 @@ pub struct UNet {
     temb1: Linear,
     temb2: Linear,
     cond_proj: Option<Linear>,
+    text: Option<TextEncoder>,
     conv_in: Conv2d,
     /// Each down stage is one block whose output is kept as a skip.
     down: Vec<Vec<Block>>,
@@ -307,6 +348,10 @@ impl UNet {
         let temb2 = Linear::new(&pb.pp("temb.1"), temb_dim, temb_dim)?;
         let cond_proj = match cfg.cond_dim {
             Some(d) => Some(Linear::new(&pb.pp("cond_proj"), d, temb_dim)?),
+            None => None,
+        };
+        let text = match &cfg.text {
+            Some(t) => Some(TextEncoder::new(&pb.pp("text"), &t.encoder)?),
             None => None,
         };
         let conv_in = Conv2d::new(&pb.pp("conv_in"), cfg.in_channels, ch, 3, 1, 1, false)?;
@@ -373,6 +418,7 @@ impl UNet {
             temb1,
             temb2,
             cond_proj,
+            text,
             conv_in,
             down,
             mid,
@@ -380,6 +426,23 @@ impl UNet {
             norm_out: GroupNorm::new(&pb.pp("norm_out"), cfg.norm_groups, cur)?,
             conv_out: Conv2d::new(&pb.pp("conv_out"), cur, cfg.in_channels, 3, 1, 1, true)?,
         })
+    }
+
+    /// The conditioning vectors (B, cond_dim) of captions; an empty caption is ∅, the
+    /// unconditional input of classifier-free guidance. Unknown words are read as `<unk>`.
+    pub fn embed_captions(
+        &self,
+        captions: &[&str],
+        device: &candle_core::Device,
+    ) -> Result<Tensor> {
+        match (&self.text, &self.config.text) {
+            (Some(enc), Some(cfg)) => enc.forward(&cfg.tokenizer.encode(captions), device),
+            _ => Err(Error::Guidance(
+                "this model was not trained on captions (train it with captions = true for \
+                 classifier-free guidance)"
+                    .into(),
+            )),
+        }
     }
 
     /// `x`: (B, C, H, W) noisy images; `t`: the integer timestep of each row; `cond`: optional

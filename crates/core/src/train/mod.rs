@@ -72,6 +72,14 @@ pub struct TrainConfig {
     /// Min-SNR-γ loss weighting (Hang et al. 2023); `None` is the unweighted L_simple.
     pub min_snr_gamma: Option<f64>,
     pub seed: u64,
+    /// For caption-conditioned models: the probability that a training caption is replaced
+    /// by ∅, so one network learns ε(x_t, c) and ε(x_t, ∅) (classifier-free guidance).
+    #[serde(default = "default_caption_dropout")]
+    pub caption_dropout: f64,
+}
+
+fn default_caption_dropout() -> f64 {
+    0.1
 }
 
 impl Default for TrainConfig {
@@ -88,6 +96,7 @@ impl Default for TrainConfig {
             objective: Objective::Eps,
             min_snr_gamma: None,
             seed: 0,
+            caption_dropout: default_caption_dropout(),
         }
     }
 }
@@ -113,6 +122,12 @@ impl TrainConfig {
         let a = &self.adam;
         if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) || a.eps <= 0.0 {
             return bad("Adam needs β₁, β₂ in [0, 1) and ε > 0".into());
+        }
+        if !(0.0..=1.0).contains(&self.caption_dropout) {
+            return bad(format!(
+                "caption_dropout = {} must be in [0, 1]",
+                self.caption_dropout
+            ));
         }
         if !(a.weight_decay.is_finite() && a.weight_decay >= 0.0) {
             return bad(format!("weight_decay = {} must be ≥ 0", a.weight_decay));
@@ -285,6 +300,28 @@ impl Trainer {
             grad_norm,
             lr,
         })
+    }
+
+    /// One step of a caption-conditioned model: each caption is dropped to ∅ with probability
+    /// `caption_dropout` (a deterministic draw per step, so resumed runs repeat it), then
+    /// embedded by the network's own caption encoder, which trains with it.
+    pub fn train_step_captioned(&mut self, x0: &Tensor, captions: &[&str]) -> Result<StepStats> {
+        let kept = self.drop_captions(captions);
+        let cond = self.model.embed_captions(&kept, x0.device())?;
+        self.train_step(x0, Some(&cond))
+    }
+
+    /// The captions of the next step after caption dropout.
+    pub fn drop_captions<'a>(&self, captions: &[&'a str]) -> Vec<&'a str> {
+        let mut rng = Rng::new(
+            self.config.seed,
+            crate::rng::streams::CAPTIONS + self.step as u64,
+        );
+        let p = self.config.caption_dropout;
+        captions
+            .iter()
+            .map(|c| if rng.uniform() < p { "" } else { c })
+            .collect()
     }
 
     /// A copy of the network carrying the EMA weights.
