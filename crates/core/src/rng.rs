@@ -103,6 +103,10 @@ pub mod streams {
     /// Which phrasing of each caption a training step uses, and which captions it drops
     /// (classifier-free guidance): `CAPTIONS + step`.
     pub const CAPTIONS: u64 = 1 << 58;
+    /// Which phrasing describes each training image: `PHRASINGS + step`.
+    pub const PHRASINGS: u64 = 1 << 57;
+    /// Guided evaluation samples.
+    pub const GUIDED: u64 = 1 << 56;
     /// Training steps use the plain step number as the stream.
     pub const TRAIN: u64 = 0;
 }

@@ -215,6 +215,23 @@ fn unsupported(kind: DatasetKind) -> Error {
     ))
 }
 
+/// A caption for each training image: one of its phrasings, drawn at random, so a
+/// caption-conditioned model learns every way of asking.
+pub fn training_captions(
+    kind: DatasetKind,
+    attrs: &[[u8; 3]],
+    rng: &mut crate::rng::Rng,
+) -> Result<Vec<String>> {
+    attrs
+        .iter()
+        .map(|a| {
+            let mut p = phrasings(kind, a)?;
+            let i = rng.below(p.len());
+            Ok(p.swap_remove(i).text)
+        })
+        .collect()
+}
+
 /// The vocabulary of a dataset's captions in every phrasing.
 pub fn dataset_tokenizer(kind: DatasetKind) -> Result<Tokenizer> {
     let captions: Vec<String> = match kind {

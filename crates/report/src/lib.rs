@@ -90,6 +90,36 @@ pub fn write(data: &SweepData, dir: &Path) -> Result<Report> {
             ));
         }
     }
+    // The guidance trade-off: what the judge reads against the scale, one line per guidance
+    // kind (and any other varying key).
+    for (metric, title, file) in [
+        (
+            "prompt_accuracy",
+            "Prompt accuracy (the judge's reading)",
+            "prompt_accuracy_vs_scale",
+        ),
+        (
+            "frechet_distance",
+            "Fréchet distance of judge features",
+            "frechet_vs_scale",
+        ),
+    ] {
+        let value = |r: &RunData| r.eval(metric);
+        if !data.runs.iter().any(|r| value(r).is_some()) || !data.varies("guidance_scale") {
+            continue;
+        }
+        let chart = MetricChart {
+            title: format!("{title} against guidance scale — {}", data.sweep.name),
+            x_desc: "guidance scale (CLIP s, classifier-free w)".into(),
+            y_desc: title.into(),
+            log_x: false,
+            lines: metric_lines(data, "guidance_scale", &value, metric),
+        };
+        charts.push((
+            format!("{title} against the guidance scale, one line per guidance kind"),
+            render(&chart, dir, file, size)?,
+        ));
+    }
     let schedules = schedule_curves(data)?;
     if !schedules.is_empty() {
         let chart = ScheduleChart { schedules };

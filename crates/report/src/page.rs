@@ -79,7 +79,18 @@ fn table_rows(data: &SweepData) -> (Vec<String>, Vec<Vec<String>>) {
         )
         .collect();
     head.extend(shown.iter().map(|s| s.to_string()));
-    head.extend(["status", "steps", "final loss", "NLL (bits/dim)", "time"].map(String::from));
+    head.extend(["status", "steps", "final loss", "NLL (bits/dim)"].map(String::from));
+    // Guided evaluation, when any run has one.
+    let guided: Vec<(&str, &str, usize)> = [
+        ("prompt_accuracy", "prompt accuracy", 3),
+        ("frechet_distance", "Fréchet (judge features)", 2),
+        ("judge_accuracy", "judge's own accuracy", 3),
+    ]
+    .into_iter()
+    .filter(|(k, _, _)| data.runs.iter().any(|r| r.eval(k).is_some()))
+    .collect();
+    head.extend(guided.iter().map(|(_, h, _)| h.to_string()));
+    head.push("time".into());
     let rows = data
         .runs
         .iter()
@@ -91,8 +102,9 @@ fn table_rows(data: &SweepData) -> (Vec<String>, Vec<Vec<String>>) {
                 format!("{}/{}", r.row.steps_done, r.row.steps_total),
                 num(r.final_loss, 4),
                 nll(r),
-                duration(r),
             ]);
+            row.extend(guided.iter().map(|(k, _, d)| num(r.eval(k), *d)));
+            row.push(duration(r));
             row
         })
         .collect();

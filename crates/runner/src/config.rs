@@ -9,8 +9,10 @@ use ddlab_core::data::{DatasetConfig, DatasetKind};
 use ddlab_core::diffusion::Objective;
 use ddlab_core::nll::NllConfig;
 use ddlab_core::nn::UNetConfig;
+use ddlab_core::nn::unet::CaptionConditioning;
 use ddlab_core::sampler::{DdpmVariance, SamplerConfig, TimestepSpacing};
 use ddlab_core::schedule::{ScheduleConfig, ScheduleKind};
+use ddlab_core::text::{dataset_tokenizer, parse_prompt};
 use ddlab_core::train::optim::AdamWConfig;
 use ddlab_core::train::{LrSchedule, TrainConfig};
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,18 @@ pub enum SamplerKind {
     Ddpm,
     #[default]
     Ddim,
+}
+
+/// Guidance used by a run's guided evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GuidanceChoice {
+    #[default]
+    None,
+    /// A noised CLIP's gradient added to the mean (needs `clip_checkpoint`).
+    Clip,
+    /// Classifier-free (needs `captions = true`).
+    Cfg,
 }
 
 /// Every key a run understands. `Default` gives a small, fast run on the built-in shapes.
@@ -88,6 +102,26 @@ pub struct RunConfig {
     pub clip_x0: bool,
     /// Images per sample grid.
     pub sample_count: usize,
+
+    // --- text conditioning and guidance
+    /// Train the U-Net on captions (with its own caption encoder) for classifier-free
+    /// guidance; mnist and shapes only.
+    pub captions: bool,
+    /// Probability that a training caption is replaced by ∅.
+    pub caption_dropout: f64,
+    /// Guided evaluation at the end of the run: none | clip | cfg.
+    pub guidance: GuidanceChoice,
+    /// CLIP scale s or classifier-free weight w (0: unguided; cfg 1: the conditional model).
+    pub guidance_scale: f64,
+    /// The prompt of every guided sample; `*` asks for every class in turn.
+    pub prompt: String,
+    /// A noised CLIP from `ddlab train-clip` (for guidance = "clip").
+    pub clip_checkpoint: Option<PathBuf>,
+    /// A judge from `ddlab train-judge`: records prompt accuracy and the Fréchet distance of
+    /// its features (held-out data against samples).
+    pub judge_checkpoint: Option<PathBuf>,
+    /// Samples drawn for the guided evaluation.
+    pub guided_count: usize,
     /// Draw a grid every N steps (0: only at the end).
     pub sample_every: usize,
 
@@ -142,6 +176,14 @@ impl Default for RunConfig {
             variance: DdpmVariance::BetaTilde,
             clip_x0: true,
             sample_count: 36,
+            captions: false,
+            caption_dropout: 0.1,
+            guidance: GuidanceChoice::None,
+            guidance_scale: 0.0,
+            prompt: "*".into(),
+            clip_checkpoint: None,
+            judge_checkpoint: None,
+            guided_count: 100,
             sample_every: 0,
             checkpoint_every: 250,
             log_every: 1,
@@ -227,7 +269,14 @@ impl RunConfig {
         if let Some(v) = self.norm_groups {
             model.norm_groups = v;
         }
+        if self.captions {
+            let tokenizer = dataset_tokenizer(self.dataset).map_err(|e| e.to_string())?;
+            let text = CaptionConditioning::new(tokenizer, model.time_embed_dim());
+            model.cond_dim = Some(text.encoder.out_dim);
+            model.text = Some(text);
+        }
         model.validate(image_size).map_err(|e| e.to_string())?;
+        self.check_guidance()?;
 
         let schedule = ScheduleConfig {
             kind: self.schedule,
@@ -261,6 +310,7 @@ impl RunConfig {
             objective: self.objective,
             min_snr_gamma: self.min_snr_gamma,
             seed: self.seed,
+            caption_dropout: self.caption_dropout,
         };
         train.validate(&schedule).map_err(|e| e.to_string())?;
 
@@ -323,6 +373,85 @@ impl RunConfig {
             nll,
             image_size,
         })
+    }
+
+    /// The guided-evaluation keys, checked before anything runs.
+    fn check_guidance(&self) -> Result<(), String> {
+        if !(self.guidance_scale.is_finite() && self.guidance_scale >= 0.0) {
+            return Err(format!(
+                "guidance_scale = {} must be a finite number ≥ 0",
+                self.guidance_scale
+            ));
+        }
+        let guided = self.guidance != GuidanceChoice::None;
+        if guided || self.judge_checkpoint.is_some() {
+            if self.prompt.trim().is_empty() {
+                return Err("prompt is empty (give a caption, or \"*\" for every class)".into());
+            }
+            if self.guided_count == 0 || self.guided_count > 10_000 {
+                return Err(format!(
+                    "guided_count = {} must be between 1 and 10000",
+                    self.guided_count
+                ));
+            }
+            if self.prompt != "*" {
+                parse_prompt(self.dataset, &self.prompt).map_err(|e| e.to_string())?;
+            }
+        }
+        match self.guidance {
+            GuidanceChoice::Cfg if !self.captions => {
+                return Err(
+                    "guidance = \"cfg\" needs captions = true (a caption-conditioned U-Net)".into(),
+                );
+            }
+            GuidanceChoice::Clip if self.clip_checkpoint.is_none() => {
+                return Err(
+                    "guidance = \"clip\" needs clip_checkpoint (train one with `ddlab train-clip`)"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        for (key, path) in [
+            ("clip_checkpoint", &self.clip_checkpoint),
+            ("judge_checkpoint", &self.judge_checkpoint),
+        ] {
+            if let Some(p) = path
+                && !p.is_file()
+            {
+                return Err(format!("{key} = {} is not a file", p.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The keys that decide the trained weights: the identity with every sampling, evaluation
+    /// and bookkeeping key at its default. Runs that share it can share one training.
+    pub fn training_identity(&self) -> BTreeMap<String, serde_json::Value> {
+        let d = RunConfig::default();
+        let trained = RunConfig {
+            sampler: d.sampler,
+            sample_steps: d.sample_steps,
+            spacing: d.spacing,
+            eta: d.eta,
+            variance: d.variance,
+            clip_x0: d.clip_x0,
+            sample_count: d.sample_count,
+            sample_every: d.sample_every,
+            guidance: d.guidance,
+            guidance_scale: d.guidance_scale,
+            prompt: d.prompt.clone(),
+            clip_checkpoint: d.clip_checkpoint.clone(),
+            judge_checkpoint: d.judge_checkpoint.clone(),
+            guided_count: d.guided_count,
+            checkpoint_every: d.checkpoint_every,
+            log_every: d.log_every,
+            eval_nll: d.eval_nll,
+            nll_images: d.nll_images,
+            nll_timesteps: d.nll_timesteps,
+            ..self.clone()
+        };
+        trained.identity()
     }
 
     /// The keys that differ from the defaults: a run's identity. Adding a new key with a

@@ -23,8 +23,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::config::ResolvedRun;
+use crate::config::{GuidanceChoice, ResolvedRun};
+use crate::guidance::{self, Kind, Request};
 use crate::recorder::Recorder;
+use ddlab_core::judge::{feature_stats, load_judge, prompt_accuracy};
+use ddlab_core::metrics::frechet_distance;
+use ddlab_core::sampler::{CfgDenoiser, Denoiser, Guide};
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +119,15 @@ pub struct RunContext<'a> {
     pub data: Arc<DataSplit>,
     pub stop: &'a AtomicBool,
     pub observer: &'a dyn Observer,
+    /// A finished run with the same training keys to start from instead of training.
+    pub donor: Option<Donor>,
+}
+
+/// Where a run that shares another's training takes its weights from.
+#[derive(Debug, Clone)]
+pub struct Donor {
+    pub run_id: i64,
+    pub checkpoint: PathBuf,
 }
 
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
@@ -150,6 +163,20 @@ pub fn execute(ctx: &RunContext) -> Result<Outcome> {
             }
         }
     }
+    if let (false, Some(donor)) = (ck_path.exists(), &ctx.donor) {
+        let bytes = std::fs::read(&donor.checkpoint)
+            .with_context(|| format!("cannot read {}", donor.checkpoint.display()))?;
+        let ck = Checkpoint::from_bytes(&bytes, &ctx.device)?;
+        if trainer.restore(&ck).is_ok() {
+            ctx.observer.note(&format!(
+                "trained weights shared with run {} (same training keys)",
+                donor.run_id
+            ));
+            let details = serde_json::json!({ "checkpoint": donor.checkpoint }).to_string();
+            ctx.recorder
+                .eval("trained_by_run", Some(donor.run_id as f64), &details)?;
+        }
+    }
     let start_step = trainer.step_count();
     ctx.recorder.truncate_metrics_after(start_step)?;
 
@@ -183,7 +210,18 @@ pub fn execute(ctx: &RunContext) -> Result<Outcome> {
         let step = trainer.step_count();
         let idx = batch_indices(train.len(), plan.train.batch_size, plan.train.seed, step);
         let x0 = train.batch(&idx, &ctx.device)?;
-        let stats = match trainer.train_step(&x0, None) {
+        let stepped = if plan.config.captions {
+            training_captions(ctx, &idx, step).and_then(|captions| {
+                let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
+                Ok(trainer.train_step_captioned(&x0, &refs)?)
+            })
+        } else {
+            trainer.train_step(&x0, None).map_err(anyhow::Error::from)
+        };
+        let stats = match stepped.map_err(|e| match e.downcast::<CoreError>() {
+            Ok(core) => core,
+            Err(other) => CoreError::InvalidTraining(format!("{other:#}")),
+        }) {
             Ok(s) => s,
             Err(e @ CoreError::Diverged { .. }) => {
                 ctx.recorder.metrics(std::mem::take(&mut pending))?;
@@ -240,10 +278,173 @@ pub fn execute(ctx: &RunContext) -> Result<Outcome> {
         Some(cfg) => Some(evaluate_nll(ctx, &trainer, cfg)?),
         None => None,
     };
+    let guided = plan.config.guidance != GuidanceChoice::None;
+    if (guided || plan.config.judge_checkpoint.is_some())
+        && let Err(e) = evaluate_guidance(ctx, &trainer)
+    {
+        return Ok(Outcome::Failed {
+            error: format!("guided evaluation: {e:#}"),
+        });
+    }
     Ok(Outcome::Completed {
         final_loss: last_loss,
         nll_bpd: nll,
     })
+}
+
+/// One phrasing of each image's caption, drawn from this step's stream (so a resumed run
+/// sees the same captions).
+fn training_captions(ctx: &RunContext, idx: &[usize], step: usize) -> Result<Vec<String>> {
+    let train = &ctx.data.train;
+    if train.attributes.len() != train.len() {
+        return Err(anyhow!(
+            "captions = true needs a dataset with captions ({} has none)",
+            train.name
+        ));
+    }
+    let attrs: Vec<[u8; 3]> = idx.iter().map(|&i| train.attributes[i]).collect();
+    let mut rng = Rng::new(ctx.plan.train.seed, streams::PHRASINGS + step as u64);
+    Ok(ddlab_core::text::training_captions(
+        ctx.plan.config.dataset,
+        &attrs,
+        &mut rng,
+    )?)
+}
+
+/// The guided evaluation: `guided_count` samples with the run's guidance, scale and prompt; a
+/// grid of them into the store (carrying prompt, guidance and scale); with a judge, the share
+/// it reads as the prompt, the Fréchet distance of its penultimate features between held-out
+/// images and the samples, and the judge's own held-out accuracy beside them.
+fn evaluate_guidance(ctx: &RunContext, trainer: &Trainer) -> Result<()> {
+    let plan = ctx.plan;
+    let cfg = &plan.config;
+    let model = trainer.ema_model()?;
+    let diffusion = &trainer.diffusion;
+    let (c, s, n) = (plan.model.in_channels, plan.image_size, cfg.guided_count);
+    let kind = match cfg.guidance {
+        GuidanceChoice::None => None,
+        GuidanceChoice::Clip => Some(Kind::Clip),
+        GuidanceChoice::Cfg => Some(Kind::Cfg),
+    };
+    let prepared = guidance::prepare(
+        &Request {
+            prompt: kind.map(|_| cfg.prompt.as_str()),
+            kind,
+            clip: cfg.clip_checkpoint.as_deref(),
+            scale: cfg.guidance_scale,
+            dataset: cfg.dataset,
+            channels: c,
+            image_size: s,
+            n,
+        },
+        &ctx.device,
+    )?;
+    for w in &prepared.warnings {
+        ctx.observer.note(&format!("warning: {w}"));
+    }
+    let prompts: Vec<&str> = prepared.prompts.iter().map(String::as_str).collect();
+    // Unguided rows of a caption-conditioned model use ∅.
+    let null = match &model.config.text {
+        Some(_) => Some(model.embed_captions(&vec![""; n], &ctx.device)?.detach()),
+        None => None,
+    };
+    let cfg_denoiser;
+    let plain;
+    let denoiser: &dyn Denoiser = if kind == Some(Kind::Cfg) {
+        cfg_denoiser = CfgDenoiser::new(
+            &model,
+            diffusion,
+            plan.train.objective,
+            &prompts,
+            cfg.guidance_scale,
+        )?;
+        &cfg_denoiser
+    } else {
+        plain = UNetDenoiser {
+            model: &model,
+            diffusion,
+            objective: plan.train.objective,
+            cond: null.as_ref(),
+        };
+        &plain
+    };
+    let guide = prepared.clip_guide(&diffusion.schedule)?;
+    let sampler = plan.sampler.build(&diffusion.schedule)?;
+    let mut rng = Rng::new(plan.train.seed, streams::GUIDED);
+    let images = sample(
+        sampler.as_ref(),
+        denoiser,
+        guide.as_ref().map(|g| g as &dyn Guide),
+        diffusion,
+        (n, c, s, s),
+        &mut rng,
+        &mut |k, total| ctx.observer.phase("guided sampling", k, total),
+    )?;
+    let shown = n.min(100);
+    let grid = make_grid(
+        &images.narrow(0, 0, shown)?,
+        default_columns(shown),
+        (64 / s).max(1),
+    )?;
+    let png = encode_png(&grid)?;
+    write_atomic(&ctx.files.dir.join("guided.png"), &png)?;
+    ctx.recorder.sample(NewSample {
+        run_id: ctx.recorder.run_id(),
+        step: plan.train.steps as i64,
+        sampler: plan.sampler.name().into(),
+        sample_steps: plan.sampler.steps() as i64,
+        prompt: prepared.prompt_label(),
+        guidance: kind.map(|k| k.name().to_string()),
+        guidance_scale: kind.map(|_| cfg.guidance_scale),
+        count: shown as i64,
+        width: grid.width() as i64,
+        height: grid.height() as i64,
+        png,
+    })?;
+
+    let Some(judge_path) = &cfg.judge_checkpoint else {
+        return Ok(());
+    };
+    let (judge, judge_accuracy) = load_judge(
+        &guidance::read_checkpoint(judge_path, &ctx.device)?,
+        &ctx.device,
+    )
+    .with_context(|| judge_path.display().to_string())?;
+    judge
+        .config
+        .check_compatible(cfg.dataset, c, s)
+        .with_context(|| judge_path.display().to_string())?;
+    let details = serde_json::json!({
+        "guidance": kind.map_or("none", |k| k.name()),
+        "scale": cfg.guidance_scale,
+        "prompt": prepared.prompt_label(),
+        "samples": n,
+        "judge": judge_path,
+        "judge_accuracy": judge_accuracy,
+    })
+    .to_string();
+    ctx.recorder
+        .eval("judge_accuracy", Some(judge_accuracy), &details)?;
+    if kind.is_some()
+        && let Some(wanted) = prepared
+            .constraints
+            .iter()
+            .copied()
+            .collect::<Option<Vec<_>>>()
+    {
+        let acc = prompt_accuracy(&judge, &images, &wanted)?;
+        ctx.recorder.eval("prompt_accuracy", Some(acc), &details)?;
+    }
+    let held = ctx
+        .data
+        .heldout
+        .head(n.min(ctx.data.heldout.len()), &ctx.device)?;
+    let fd = frechet_distance(
+        &feature_stats(&judge, &held)?,
+        &feature_stats(&judge, &images)?,
+    );
+    ctx.recorder.eval("frechet_distance", Some(fd), &details)?;
+    Ok(())
 }
 
 fn unix_now() -> f64 {

@@ -14,6 +14,8 @@ pub mod slurm;
 pub mod spec;
 pub mod sweep;
 
+use crate::config::RunConfig;
+use crate::execute::Donor;
 use anyhow::Result;
 use ddlab_core::Device;
 use ddlab_core::data::{DataSplit, DatasetConfig};
@@ -92,6 +94,37 @@ pub fn run_dir(root: &Path, sweep: Option<&str>, run: &RunRow) -> PathBuf {
         .join(format!("{:05}-{safe}", run.id))
 }
 
+/// A completed run of the same sweep whose trained weights this run can start from: the same
+/// training keys (only sampling, guidance or evaluation keys differ) and a final checkpoint
+/// still on disk. Sweeps over guidance scales or samplers then train once.
+fn find_donor(store: &SyncStore, run: &RunRow, plan: &ResolvedRun) -> Result<Option<Donor>> {
+    let Some(sweep_id) = run.sweep_id else {
+        return Ok(None);
+    };
+    let mine = plan.config.training_identity();
+    let steps = plan.train.steps as i64;
+    for other in store.block(store.store().runs(Some(sweep_id)))? {
+        if other.id == run.id
+            || other.status() != ddlab_store::RunStatus::Completed
+            || other.checkpoint_step != steps
+        {
+            continue;
+        }
+        let Some(path) = other.checkpoint_path.as_deref().map(PathBuf::from) else {
+            continue;
+        };
+        let same = serde_json::from_str::<RunConfig>(&other.config_json)
+            .is_ok_and(|c| c.training_identity() == mine);
+        if same && path.is_file() {
+            return Ok(Some(Donor {
+                run_id: other.id,
+                checkpoint: path,
+            }));
+        }
+    }
+    Ok(None)
+}
+
 /// Marks the run running, executes it, records how it ended. Returns the outcome.
 #[allow(clippy::too_many_arguments)]
 pub fn run_one(
@@ -107,6 +140,7 @@ pub fn run_one(
     let label = device::device_label(device);
     store.block(store.store().start_run(run.id, &label, &worker_info()))?;
     let recorder = Recorder::new(store.clone(), run.id);
+    let donor = find_donor(store, run, plan)?;
     let result = data.get(&plan.dataset).and_then(|d| {
         execute::execute(&RunContext {
             plan,
@@ -116,6 +150,7 @@ pub fn run_one(
             data: d,
             stop,
             observer,
+            donor,
         })
     });
     let outcome = match result {

@@ -6,7 +6,9 @@ use ddlab_core::checkpoint::Checkpoint;
 use ddlab_core::diffusion::Diffusion;
 use ddlab_core::grid::{default_columns, encode_png, make_grid};
 use ddlab_core::rng::Rng;
-use ddlab_core::sampler::{DdpmVariance, SamplerConfig, TimestepSpacing, UNetDenoiser, sample};
+use ddlab_core::sampler::{
+    CfgDenoiser, DdpmVariance, Denoiser, SamplerConfig, TimestepSpacing, UNetDenoiser, sample,
+};
 use ddlab_core::train::LoadedModel;
 use ddlab_runner::config::SamplerKind;
 use ddlab_runner::device::DeviceRequest;
@@ -126,12 +128,6 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let diffusion = Diffusion::new(m.schedule.clone(), &device);
     let sampler = cfg.build(&m.schedule)?;
-    let denoiser = UNetDenoiser {
-        model: &m.model,
-        diffusion: &diffusion,
-        objective: m.train.objective,
-        cond: None,
-    };
     let run_cfg = run_config(&ck)?;
     let size = run_cfg.resolve().map_err(anyhow::Error::msg)?.image_size;
     let channels = m.model.config.in_channels;
@@ -155,12 +151,33 @@ pub fn run(a: Args) -> Result<ExitCode> {
     for w in &guided.warnings {
         eprintln!("warning: {w}");
     }
+    let prompts: Vec<&str> = guided.prompts.iter().map(String::as_str).collect();
+    // A caption-conditioned model samples unguided rows (and CLIP-guided ones) with ∅.
+    let null = match &m.model.config.text {
+        Some(_) => Some(m.model.embed_captions(&vec![""; a.n], &device)?.detach()),
+        None => None,
+    };
+    let cfg_denoiser;
+    let plain;
+    let denoiser: &dyn Denoiser = if guided.kind == Some(guidance::Kind::Cfg) {
+        cfg_denoiser = CfgDenoiser::new(&m.model, &diffusion, m.train.objective, &prompts, a.scale)
+            .context("--guidance cfg")?;
+        &cfg_denoiser
+    } else {
+        plain = UNetDenoiser {
+            model: &m.model,
+            diffusion: &diffusion,
+            objective: m.train.objective,
+            cond: null.as_ref(),
+        };
+        &plain
+    };
     let guide = guided.clip_guide(&diffusion.schedule)?;
     let progress = RunProgress::new("sample");
     let mut rng = Rng::new(a.seed, ddlab_core::rng::streams::SAMPLING);
     let images = sample(
         sampler.as_ref(),
-        &denoiser,
+        denoiser,
         guide.as_ref().map(|g| g as &dyn ddlab_core::sampler::Guide),
         &diffusion,
         (a.n, channels, size, size),
