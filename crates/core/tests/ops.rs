@@ -71,9 +71,26 @@ fn compare(
     }
 }
 
+/// Runs `f` in a rayon pool of `threads` threads. The conv op picks its kernel (direct 3×3 or
+/// im2col + GEMM) and its work split from the pool size and the batch, so every conv check
+/// runs with one thread (each image on the calling thread, the direct kernel for all 3×3
+/// stride-1 padding-1 convs) and with eight (the GEMM path for batches under eight).
+fn in_pool(threads: usize, f: impl FnOnce() + Send) {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
 #[test]
 fn conv2d_matches_candle_on_random_shapes() {
-    let mut rng = Rng::new(3, 3);
+    in_pool(1, || conv2d_cases(3));
+    in_pool(8, || conv2d_cases(4));
+}
+
+fn conv2d_cases(seed: u64) {
+    let mut rng = Rng::new(seed, seed);
     // (batch, c_in, h, w, c_out, k, stride, pad)
     let cases = [
         (1, 1, 5, 5, 1, 3, 1, 1),
@@ -84,6 +101,7 @@ fn conv2d_matches_candle_on_random_shapes() {
         (2, 2, 9, 6, 3, 3, 1, 0),
         (4, 3, 11, 11, 2, 5, 2, 2),
         (7, 8, 14, 14, 16, 3, 1, 1),
+        (9, 3, 5, 6, 5, 3, 1, 1),
     ];
     for (b, ci, h, w, co, k, s, p) in cases {
         let label = format!("conv b{b} ci{ci} {h}x{w} co{co} k{k} s{s} p{p}");
@@ -155,7 +173,12 @@ fn finite_difference_check(
 
 #[test]
 fn conv2d_gradients_match_finite_differences() {
-    let mut rng = Rng::new(5, 5);
+    in_pool(1, || conv2d_finite_differences(5));
+    in_pool(8, || conv2d_finite_differences(6));
+}
+
+fn conv2d_finite_differences(seed: u64) {
+    let mut rng = Rng::new(seed, seed);
     for (s, p, k) in [(1, 1, 3), (2, 1, 3), (1, 0, 1)] {
         let x = randn(&mut rng, &[2, 3, 6, 7]);
         let w = randn(&mut rng, &[4, 3, k, k]);
@@ -252,7 +275,12 @@ fn group_norm_gradients_match_finite_differences() {
 
 #[test]
 fn fused_conv2d_matches_candle() {
-    let mut rng = Rng::new(11, 11);
+    in_pool(1, || fused_conv2d_cases(11));
+    in_pool(8, || fused_conv2d_cases(12));
+}
+
+fn fused_conv2d_cases(seed: u64) {
+    let mut rng = Rng::new(seed, seed);
     // (batch, c_in, h, w, c_out, k, stride, pad, upsample, per-sample bias, residual)
     let cases = [
         (2, 3, 5, 6, 4, 3, 1, 1, 1, true, false),
@@ -265,6 +293,8 @@ fn fused_conv2d_matches_candle() {
         (2, 3, 8, 8, 3, 3, 2, 1, 1, false, true),
         (3, 2, 5, 5, 4, 3, 1, 0, 1, true, false),
         (5, 8, 7, 7, 8, 3, 1, 1, 2, false, true),
+        (9, 3, 4, 5, 7, 3, 1, 1, 2, true, true),
+        (8, 2, 3, 3, 3, 3, 1, 1, 1, false, false),
     ];
     for (b, ci, h, w, co, k, s, p, up, per_sample, with_res) in cases {
         let label = format!(
@@ -303,7 +333,12 @@ fn fused_conv2d_matches_candle() {
 
 #[test]
 fn fused_conv2d_gradients_match_finite_differences() {
-    let mut rng = Rng::new(13, 13);
+    in_pool(1, || fused_conv2d_finite_differences(13));
+    in_pool(8, || fused_conv2d_finite_differences(14));
+}
+
+fn fused_conv2d_finite_differences(seed: u64) {
+    let mut rng = Rng::new(seed, seed);
     let opts = ops::ConvOptions {
         stride: 1,
         padding: 1,

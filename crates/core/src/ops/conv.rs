@@ -17,6 +17,11 @@
 //! re-unfolds x (cheaper than keeping 9× the input alive). Work is split over the batch (one
 //! single-threaded GEMM per image) when the batch can fill the pool, and inside each GEMM
 //! otherwise; partial weight gradients are summed in a fixed order.
+//!
+//! On x86-64 with AVX2 + FMA, 3×3 stride-1 padding-1 convolutions (all but one of the U-Net's)
+//! whose batch fills the pool go to the direct kernels of [`super::direct`] instead, forward
+//! and backward: they skip the column matrix and ran 1.3–1.7× faster per conv forward and
+//! 1.1–1.5× backward (examples/conv_micro, one thread).
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, bail};
 
@@ -297,6 +302,39 @@ impl<'a> Weight<'a> {
     }
 }
 
+/// Whether the direct 3×3 kernels handle this convolution: stride 1, padding 1, and a batch
+/// that fills the pool (they run one image per task).
+#[cfg(target_arch = "x86_64")]
+fn use_direct(g: &ConvGeom) -> bool {
+    g.k == 3
+        && g.stride == 1
+        && g.pad == 1
+        && (g.batch >= threads() || threads() == 1)
+        && super::direct::available()
+}
+
+/// Writes one image's output from its (C_out × grid) result: `y = grid + bias [+ residual]`.
+fn bias_residual_row(y: &mut [f32], src: Option<&[f32]>, b: f32, r: Option<&[f32]>) {
+    match (src, r) {
+        (Some(s), Some(r)) => {
+            for ((y, &v), &q) in y.iter_mut().zip(s).zip(r) {
+                *y = v + b + q;
+            }
+        }
+        (Some(s), None) => {
+            for (y, &v) in y.iter_mut().zip(s) {
+                *y = v + b;
+            }
+        }
+        (None, Some(r)) => {
+            for (y, &q) in y.iter_mut().zip(r) {
+                *y = q + b;
+            }
+        }
+        (None, None) => y.fill(b),
+    }
+}
+
 fn forward(
     g: &ConvGeom,
     x: &[f32],
@@ -304,10 +342,71 @@ fn forward(
     bias: Bias,
     residual: Option<&[f32]>,
 ) -> candle_core::Result<Vec<f32>> {
-    let (kd, n, img_in, img_out) = (g.kdim(), g.ndim(), g.img_in(), g.img_out());
+    let (img_in, img_out) = (g.img_in(), g.img_out());
     if x.len() != g.batch * img_in || residual.is_some_and(|r| r.len() != g.batch * img_out) {
         bail!("conv2d: input or residual has the wrong size");
     }
+    #[cfg(target_arch = "x86_64")]
+    if use_direct(g) {
+        return Ok(forward_direct(g, x, w, bias, residual));
+    }
+    Ok(forward_gemm(g, x, w, bias, residual))
+}
+
+#[cfg(target_arch = "x86_64")]
+fn forward_direct(
+    g: &ConvGeom,
+    x: &[f32],
+    w: Weight,
+    bias: Bias,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    use super::direct::{PackedKernel, Padded, conv, pad};
+    let (img_in, img_out, n) = (g.img_in(), g.img_out(), g.ndim());
+    let (ho, wo) = (g.h_out(), g.w_out());
+    let packed = PackedKernel::new(g.c_out, g.c_in, |o, i, t| w.data[o * w.ld + i * 9 + t]);
+    let px = Padded {
+        c: g.c_in,
+        h: g.hl(),
+        w: g.wl(),
+    };
+    let gn = px.grid_tiles();
+    let mut y = vec![0f32; g.batch * img_out];
+    let yp = SendPtr::new(&mut y);
+    par_ranges(g.batch, |range| {
+        with_scratch(px.buf_len() + g.c_out * gn, |scratch| {
+            let (xp, grid) = scratch.split_at_mut(px.buf_len());
+            for bi in range {
+                pad(px, &x[bi * img_in..(bi + 1) * img_in], g.up, xp);
+                conv(px, xp, &packed, grid);
+                // SAFETY: each image's output range is written by exactly one task.
+                let yb = unsafe { yp.slice_mut(bi * img_out, img_out) };
+                for co in 0..g.c_out {
+                    let b = match bias {
+                        Bias::Channel(b) => b[co],
+                        Bias::Sample(b) => b[bi * g.c_out + co],
+                    };
+                    for oh in 0..ho {
+                        let dst = &mut yb[co * n + oh * wo..][..wo];
+                        let src = &grid[co * gn + oh * px.wp()..][..wo];
+                        let r = residual.map(|r| &r[bi * img_out + co * n + oh * wo..][..wo]);
+                        bias_residual_row(dst, Some(src), b, r);
+                    }
+                }
+            }
+        })
+    });
+    y
+}
+
+fn forward_gemm(
+    g: &ConvGeom,
+    x: &[f32],
+    w: Weight,
+    bias: Bias,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let (kd, n, img_in, img_out) = (g.kdim(), g.ndim(), g.img_in(), g.img_out());
     let mut y = vec![0f32; g.batch * img_out];
     let yp = SendPtr::new(&mut y);
     let wm = w.mat(g);
@@ -327,15 +426,8 @@ fn forward(
                         Bias::Channel(b) => b[co],
                         Bias::Sample(b) => b[bi * g.c_out + co],
                     };
-                    match residual {
-                        Some(r) => {
-                            let rr = &r[bi * img_out + co * n..][..n];
-                            for (y, &v) in row.iter_mut().zip(rr) {
-                                *y = v + b;
-                            }
-                        }
-                        None => row.fill(b),
-                    }
+                    let r = residual.map(|r| &r[bi * img_out + co * n..][..n]);
+                    bias_residual_row(row, None, b, r);
                 }
                 let xb = &x[bi * img_in..(bi + 1) * img_in];
                 if g.is_pointwise() {
@@ -365,7 +457,7 @@ fn forward(
             }
         })
     });
-    Ok(y)
+    y
 }
 
 /// The flipped, transposed kernel of the dual convolution: (C_in) × (C_out·k·k) with
@@ -395,10 +487,142 @@ struct Grads {
 }
 
 fn backward(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> candle_core::Result<Grads> {
-    let (kd, n, img_in, img_out) = (g.kdim(), g.ndim(), g.img_in(), g.img_out());
-    if x.len() != g.batch * img_in || dy.len() != g.batch * img_out {
+    if x.len() != g.batch * g.img_in() || dy.len() != g.batch * g.img_out() {
         bail!("conv2d backward: input or gradient has the wrong size");
     }
+    #[cfg(target_arch = "x86_64")]
+    if use_direct(g) {
+        return Ok(backward_direct(g, x, w, dy));
+    }
+    Ok(backward_gemm(g, x, w, dy))
+}
+
+/// Sums per-thread partial weight gradients in thread order (deterministic).
+fn sum_partials(parts: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut dw = vec![0f32; len];
+    for part in parts {
+        for (a, b) in dw.iter_mut().zip(&part) {
+            *a += b;
+        }
+    }
+    dw
+}
+
+#[cfg(target_arch = "x86_64")]
+fn backward_direct(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads {
+    use super::direct::{Group, PackedKernel, Padded, conv, pad, weight_grad};
+    let (img_in, img_out, n) = (g.img_in(), g.img_out(), g.ndim());
+    let mut dx = vec![0f32; g.batch * img_in];
+    let mut db = vec![0f32; g.batch * g.c_out];
+    let dxp = SendPtr::new(&mut dx);
+    let dbp = SendPtr::new(&mut db);
+    // The input gradient is the conv of padded dy with the flipped kernel.
+    let flipped = PackedKernel::new(g.c_in, g.c_out, |ci, co, t| {
+        w.data[co * w.ld + ci * 9 + (8 - t)]
+    });
+    let px = Padded {
+        c: g.c_in,
+        h: g.hl(),
+        w: g.wl(),
+    };
+    let pd = Padded {
+        c: g.c_out,
+        h: g.h_out(),
+        w: g.w_out(),
+    };
+    let gn = pd.grid_tiles();
+    // Small images are reduced in groups, so that each weight-gradient tile sums over ≥ ~1k
+    // positions before its horizontal sums.
+    let group = (1024 / pd.grid().max(1)).clamp(1, 16);
+    let (xs, ds) = (px.c * px.plane(), pd.c * pd.plane());
+    let (x_len, dy_len) = (
+        group * xs + px.buf_len() - xs,
+        group * ds + pd.buf_len() - ds,
+    );
+    let partial_dw = par_ranges(g.batch, |range| {
+        let mut dw = vec![0f32; g.c_out * g.kdim()];
+        with_scratch(x_len + dy_len + g.c_in * gn, |scratch| {
+            let (xg, rest) = scratch.split_at_mut(x_len);
+            let (dyg, grid) = rest.split_at_mut(dy_len);
+            for first in range.clone().step_by(group) {
+                let images = first..(first + group).min(range.end);
+                for (m, bi) in images.clone().enumerate() {
+                    let dyb = &dy[bi * img_out..(bi + 1) * img_out];
+                    // SAFETY: each image's db range is written by exactly one task.
+                    let dbb = unsafe { dbp.slice_mut(bi * g.c_out, g.c_out) };
+                    for (d, row) in dbb.iter_mut().zip(dyb.chunks_exact(n)) {
+                        *d = math::sum(row);
+                    }
+                    pad(pd, dyb, 1, &mut dyg[m * ds..]);
+                    pad(
+                        px,
+                        &x[bi * img_in..(bi + 1) * img_in],
+                        g.up,
+                        &mut xg[m * xs..],
+                    );
+                }
+                // On dy's padded plane the output grid starts one row and one column in, and
+                // its garbage columns are the zero borders.
+                weight_grad(
+                    px,
+                    xg,
+                    Group {
+                        count: images.len(),
+                        stride: xs,
+                    },
+                    &dyg[pd.wp() + 1..],
+                    pd.plane(),
+                    Group {
+                        count: images.len(),
+                        stride: ds,
+                    },
+                    g.c_out,
+                    &mut dw,
+                );
+                for (m, bi) in images.enumerate() {
+                    conv(pd, &dyg[m * ds..], &flipped, grid);
+                    // SAFETY: each image's dx range is written by exactly one task.
+                    let dxb = unsafe { dxp.slice_mut(bi * img_in, img_in) };
+                    compact_input_grad(g, grid, gn, pd.wp(), dxb);
+                }
+            }
+        });
+        dw
+    });
+    let dw = sum_partials(partial_dw, g.c_out * g.kdim());
+    Grads { dx, dw, db }
+}
+
+/// Copies the dual conv's (C_in × grid) result into dx, summing each `up × up` block when
+/// the forward upsampled its input (nearest upsampling's gradient).
+#[cfg(target_arch = "x86_64")]
+fn compact_input_grad(g: &ConvGeom, grid: &[f32], gn: usize, wp: usize, dxb: &mut [f32]) {
+    let (hl, wl, up) = (g.hl(), g.wl(), g.up);
+    for ci in 0..g.c_in {
+        let gc = &grid[ci * gn..];
+        let dc = &mut dxb[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        if up == 1 {
+            for ih in 0..hl {
+                dc[ih * wl..(ih + 1) * wl].copy_from_slice(&gc[ih * wp..][..wl]);
+            }
+            continue;
+        }
+        for (i, drow) in dc.chunks_exact_mut(g.w).enumerate() {
+            drow.fill(0.0);
+            for a in 0..up {
+                let row = &gc[(i * up + a) * wp..][..wl];
+                for (d, block) in drow.iter_mut().zip(row.chunks_exact(up)) {
+                    for v in block {
+                        *d += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn backward_gemm(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads {
+    let (kd, n, img_in, img_out) = (g.kdim(), g.ndim(), g.img_in(), g.img_out());
     let mut dx = vec![0f32; g.batch * img_in];
     let mut db = vec![0f32; g.batch * g.c_out];
     let dxp = SendPtr::new(&mut dx);
@@ -498,13 +722,8 @@ fn backward(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> candle_core::Resu
         });
         dw
     });
-    let mut dw = vec![0f32; g.c_out * kd];
-    for part in partial_dw {
-        for (a, b) in dw.iter_mut().zip(&part) {
-            *a += b;
-        }
-    }
-    Ok(Grads { dx, dw, db })
+    let dw = sum_partials(partial_dw, g.c_out * kd);
+    Grads { dx, dw, db }
 }
 
 /// Sums each `up × up` block of the upsampled-resolution gradient onto its source pixel.

@@ -4,6 +4,8 @@
 pub mod attention;
 pub mod conv;
 pub mod cpu;
+#[cfg(target_arch = "x86_64")]
+pub mod direct;
 pub mod gemm;
 pub mod groupnorm;
 pub mod math;
