@@ -4,6 +4,7 @@
 //! Invariants: no SQL, no terminal, no file writes (it reads data and checkpoint bytes only).
 //! Every random draw comes from [`rng::Rng`] streams derived from a seed.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod clip;
 pub mod data;

@@ -39,7 +39,9 @@ fn forward_shapes_for_every_preset_and_size() {
         cfg.validate(size).unwrap();
         let store = ParamStore::new();
         let net = UNet::new(&ParamBuilder::new(&store, 0, &dev), &cfg).unwrap();
-        let x = Tensor::randn(0f32, 1f32, (2, cfg.in_channels, size, size), &dev).unwrap();
+        let x = ddlab_core::rng::Rng::new(11, 1)
+            .randn((2, cfg.in_channels, size, size), &dev)
+            .unwrap();
         let y = net.forward(&x, &[0, 5], None, None).unwrap();
         assert_eq!(y.dims(), x.dims());
     }
@@ -52,7 +54,9 @@ fn output_conv_starts_at_zero_and_everything_else_is_random() {
     let dev = Device::Cpu;
     let store = ParamStore::new();
     let net = UNet::new(&ParamBuilder::new(&store, 3, &dev), &UNetConfig::tiny()).unwrap();
-    let x = Tensor::randn(0f32, 1f32, (2, 1, 8, 8), &dev).unwrap();
+    let x = ddlab_core::rng::Rng::new(11, 2)
+        .randn((2, 1, 8, 8), &dev)
+        .unwrap();
     let y = net.forward(&x, &[1, 2], None, None).unwrap();
     assert_eq!(
         y.abs()
@@ -107,8 +111,14 @@ fn every_parameter_receives_a_gradient() {
         &dev,
     )
     .unwrap();
-    let x0 = Tensor::randn(0f32, 0.5f32, (4, 1, 8, 8), &dev).unwrap();
-    let cond = Tensor::randn(0f32, 1f32, (4, 5), &dev).unwrap();
+    let x0 = (ddlab_core::rng::Rng::new(11, 3)
+        .randn((4, 1, 8, 8), &dev)
+        .unwrap()
+        * 0.5f64)
+        .unwrap();
+    let cond = ddlab_core::rng::Rng::new(11, 4)
+        .randn((4, 5), &dev)
+        .unwrap();
     trainer.train_step(&x0, Some(&cond)).unwrap();
     trainer.train_step(&x0, Some(&cond)).unwrap();
     let mut rng = Rng::new(0, 99);
@@ -143,11 +153,18 @@ fn attention_gradient_matches_finite_differences() {
     // Make the zero-initialised output layers non-zero so gradients flow everywhere.
     for (name, var) in store.named_vars() {
         if name.contains("proj_out") || name.starts_with("conv_out") || name.contains("conv2") {
-            var.set(&Tensor::randn(0f32, 0.1f32, var.shape(), &dev).unwrap())
-                .unwrap();
+            var.set(
+                &(ddlab_core::rng::Rng::new(11, 5)
+                    .randn(var.shape(), &dev)
+                    .unwrap()
+                    * 0.1f64)
+                    .unwrap(),
+            )
+            .unwrap();
         }
     }
-    let x = Tensor::randn(0f32, 1f32, (2, 1, 8, 8), &dev)
+    let x = ddlab_core::rng::Rng::new(11, 6)
+        .randn((2, 1, 8, 8), &dev)
         .unwrap()
         .to_dtype(DType::F32)
         .unwrap();
@@ -230,8 +247,14 @@ fn objectives_round_trip_to_eps_and_x0() {
         .build()
         .unwrap();
     let d = Diffusion::new(schedule, &dev);
-    let x0 = Tensor::randn(0f32, 0.5f32, (3, 1, 4, 4), &dev).unwrap();
-    let eps = Tensor::randn(0f32, 1f32, (3, 1, 4, 4), &dev).unwrap();
+    let x0 = (ddlab_core::rng::Rng::new(11, 7)
+        .randn((3, 1, 4, 4), &dev)
+        .unwrap()
+        * 0.5f64)
+        .unwrap();
+    let eps = ddlab_core::rng::Rng::new(11, 8)
+        .randn((3, 1, 4, 4), &dev)
+        .unwrap();
     let t = [3, 50, 99];
     let xt = d.q_sample(&x0, &t, &eps).unwrap();
     for obj in [Objective::Eps, Objective::X0, Objective::V] {

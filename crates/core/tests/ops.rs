@@ -71,9 +71,26 @@ fn compare(
     }
 }
 
+/// Runs `f` in a rayon pool of `threads` threads. The conv op picks its kernel (direct 3×3 or
+/// im2col + GEMM) and its work split from the pool size and the batch, so every conv check
+/// runs with one thread (each image on the calling thread, the direct kernel for all 3×3
+/// stride-1 padding-1 convs) and with eight (the GEMM path for batches under eight).
+fn in_pool(threads: usize, f: impl FnOnce() + Send) {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
 #[test]
 fn conv2d_matches_candle_on_random_shapes() {
-    let mut rng = Rng::new(3, 3);
+    in_pool(1, || conv2d_cases(3));
+    in_pool(8, || conv2d_cases(4));
+}
+
+fn conv2d_cases(seed: u64) {
+    let mut rng = Rng::new(seed, seed);
     // (batch, c_in, h, w, c_out, k, stride, pad)
     let cases = [
         (1, 1, 5, 5, 1, 3, 1, 1),
@@ -84,6 +101,7 @@ fn conv2d_matches_candle_on_random_shapes() {
         (2, 2, 9, 6, 3, 3, 1, 0),
         (4, 3, 11, 11, 2, 5, 2, 2),
         (7, 8, 14, 14, 16, 3, 1, 1),
+        (9, 3, 5, 6, 5, 3, 1, 1),
     ];
     for (b, ci, h, w, co, k, s, p) in cases {
         let label = format!("conv b{b} ci{ci} {h}x{w} co{co} k{k} s{s} p{p}");
@@ -132,7 +150,7 @@ fn finite_difference_check(
         .unwrap();
     let base: Vec<f32> = inputs[which].flatten_all().unwrap().to_vec1().unwrap();
     let n = base.len();
-    for idx in [0, n / 3, n / 2, n - 1] {
+    for idx in [0, n / 7, n / 3, n / 2, 2 * n / 3, 5 * n / 6, n - 1] {
         let eval = |delta: f32| {
             let mut v = base.clone();
             v[idx] += delta;
@@ -155,7 +173,12 @@ fn finite_difference_check(
 
 #[test]
 fn conv2d_gradients_match_finite_differences() {
-    let mut rng = Rng::new(5, 5);
+    in_pool(1, || conv2d_finite_differences(5));
+    in_pool(8, || conv2d_finite_differences(6));
+}
+
+fn conv2d_finite_differences(seed: u64) {
+    let mut rng = Rng::new(seed, seed);
     for (s, p, k) in [(1, 1, 3), (2, 1, 3), (1, 0, 1)] {
         let x = randn(&mut rng, &[2, 3, 6, 7]);
         let w = randn(&mut rng, &[4, 3, k, k]);
@@ -173,4 +196,208 @@ fn conv2d_gradients_match_finite_differences() {
             );
         }
     }
+}
+
+fn dropout_mask(rng: &mut Rng, shape: &[usize], p: f64) -> Tensor {
+    rng.dropout_mask(shape, p, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn group_norm_matches_candle_on_random_shapes() {
+    let mut rng = Rng::new(7, 7);
+    // (batch, channels, groups, h, w)
+    let cases = [
+        (1, 4, 2, 3, 3),
+        (2, 6, 3, 5, 7),
+        (3, 8, 8, 4, 4),
+        (1, 5, 1, 9, 2),
+        (4, 32, 32, 7, 7),
+        (2, 64, 32, 14, 14),
+        (5, 12, 4, 1, 1),
+        (2, 16, 4, 13, 11),
+    ];
+    for (b, c, g, h, w) in cases {
+        for silu in [false, true] {
+            for with_mask in [false, true] {
+                let label = format!("gn b{b} c{c} g{g} {h}x{w} silu {silu} mask {with_mask}");
+                // A shifted input: the kernel must not lose precision on non-zero means.
+                let x = randn(&mut rng, &[b, c, h, w]).affine(2.0, 3.0).unwrap();
+                let gamma = (randn(&mut rng, &[c]) + 1.0).unwrap();
+                let beta = randn(&mut rng, &[c]);
+                let weight = randn(&mut rng, &[b, c, h, w]);
+                let mask = with_mask.then(|| dropout_mask(&mut rng, &[b, c, h, w], 0.3));
+                let m = mask.clone();
+                compare(
+                    &label,
+                    &[x, gamma, beta],
+                    &|t| {
+                        ops::group_norm_masked(&t[0], g, &t[1], &t[2], 1e-5, silu, m.as_ref())
+                            .unwrap()
+                    },
+                    &|t| {
+                        let y =
+                            ops::group_norm_reference(&t[0], g, &t[1], &t[2], 1e-5, silu).unwrap();
+                        match &mask {
+                            Some(m) => (y * m).unwrap(),
+                            None => y,
+                        }
+                    },
+                    &weight,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn group_norm_gradients_match_finite_differences() {
+    let mut rng = Rng::new(9, 9);
+    for silu in [false, true] {
+        let x = randn(&mut rng, &[2, 6, 3, 4]);
+        let gamma = (randn(&mut rng, &[6]) + 1.0).unwrap();
+        let beta = randn(&mut rng, &[6]);
+        let weight = randn(&mut rng, &[2, 6, 3, 4]);
+        let mask = dropout_mask(&mut rng, &[2, 6, 3, 4], 0.2);
+        let f = |t: &[Tensor]| {
+            ops::group_norm_masked(&t[0], 3, &t[1], &t[2], 1e-5, silu, Some(&mask)).unwrap()
+        };
+        for which in 0..3 {
+            finite_difference_check(
+                &format!("gn silu {silu}"),
+                &[x.clone(), gamma.clone(), beta.clone()],
+                which,
+                &f,
+                &weight,
+            );
+        }
+    }
+}
+
+#[test]
+fn fused_conv2d_matches_candle() {
+    in_pool(1, || fused_conv2d_cases(11));
+    in_pool(8, || fused_conv2d_cases(12));
+}
+
+fn fused_conv2d_cases(seed: u64) {
+    let mut rng = Rng::new(seed, seed);
+    // (batch, c_in, h, w, c_out, k, stride, pad, upsample, per-sample bias, residual)
+    let cases = [
+        (2, 3, 5, 6, 4, 3, 1, 1, 1, true, false),
+        (1, 2, 4, 4, 3, 3, 1, 1, 1, false, true),
+        (3, 4, 3, 5, 5, 3, 1, 1, 2, false, false),
+        (1, 3, 4, 4, 2, 3, 1, 1, 2, false, true),
+        (2, 5, 6, 6, 3, 1, 1, 0, 1, false, true),
+        (2, 3, 3, 3, 4, 1, 1, 0, 2, true, false),
+        (4, 6, 7, 7, 6, 3, 1, 1, 1, true, true),
+        (2, 3, 8, 8, 3, 3, 2, 1, 1, false, true),
+        (3, 2, 5, 5, 4, 3, 1, 0, 1, true, false),
+        (5, 8, 7, 7, 8, 3, 1, 1, 2, false, true),
+        (9, 3, 4, 5, 7, 3, 1, 1, 2, true, true),
+        (8, 2, 3, 3, 3, 3, 1, 1, 1, false, false),
+    ];
+    for (b, ci, h, w, co, k, s, p, up, per_sample, with_res) in cases {
+        let label = format!(
+            "fused conv b{b} ci{ci} {h}x{w} co{co} k{k} s{s} p{p} up{up} \
+             per-sample {per_sample} residual {with_res}"
+        );
+        let opts = ops::ConvOptions {
+            stride: s,
+            padding: p,
+            upsample: up,
+        };
+        let ho = (h * up + 2 * p - k) / s + 1;
+        let wo = (w * up + 2 * p - k) / s + 1;
+        let mut inputs = vec![
+            randn(&mut rng, &[b, ci, h, w]),
+            randn(&mut rng, &[co, ci, k, k]),
+            if per_sample {
+                randn(&mut rng, &[b, co])
+            } else {
+                randn(&mut rng, &[co])
+            },
+        ];
+        if with_res {
+            inputs.push(randn(&mut rng, &[b, co, ho, wo]));
+        }
+        let weight = randn(&mut rng, &[b, co, ho, wo]);
+        compare(
+            &label,
+            &inputs,
+            &|t| ops::conv2d_fused(&t[0], &t[1], &t[2], opts, t.get(3)).unwrap(),
+            &|t| ops::conv2d_fused_reference(&t[0], &t[1], &t[2], opts, t.get(3)).unwrap(),
+            &weight,
+        );
+    }
+}
+
+#[test]
+fn fused_conv2d_gradients_match_finite_differences() {
+    in_pool(1, || fused_conv2d_finite_differences(13));
+    in_pool(8, || fused_conv2d_finite_differences(14));
+}
+
+fn fused_conv2d_finite_differences(seed: u64) {
+    let mut rng = Rng::new(seed, seed);
+    let opts = ops::ConvOptions {
+        stride: 1,
+        padding: 1,
+        upsample: 2,
+    };
+    let x = randn(&mut rng, &[2, 3, 3, 4]);
+    let w = randn(&mut rng, &[2, 3, 3, 3]);
+    let b = randn(&mut rng, &[2]);
+    let r = randn(&mut rng, &[2, 2, 6, 8]);
+    let weight = randn(&mut rng, &[2, 2, 6, 8]);
+    let f = |t: &[Tensor]| ops::conv2d_fused(&t[0], &t[1], &t[2], opts, Some(&t[3])).unwrap();
+    for which in 0..4 {
+        finite_difference_check(
+            "conv up2 + residual",
+            &[x.clone(), w.clone(), b.clone(), r.clone()],
+            which,
+            &f,
+            &weight,
+        );
+    }
+}
+
+#[test]
+fn attention_matches_candle() {
+    let mut rng = Rng::new(17, 17);
+    // (batch, channels, heads, h, w)
+    let cases = [
+        (1, 4, 1, 2, 2),
+        (2, 6, 2, 3, 3),
+        (3, 8, 1, 4, 5),
+        (2, 12, 3, 1, 7),
+        (4, 16, 2, 7, 7),
+        (1, 5, 5, 3, 2),
+    ];
+    for (b, c, heads, h, w) in cases {
+        let label = format!("attention b{b} c{c} heads{heads} {h}x{w}");
+        // Scaled up so that the softmax is far from uniform.
+        let qkv = (randn(&mut rng, &[b, 3 * c, h, w]) * 2.0).unwrap();
+        let weight = randn(&mut rng, &[b, c, h, w]);
+        compare(
+            &label,
+            &[qkv],
+            &|t| ops::attention(&t[0], heads).unwrap(),
+            &|t| ops::attention_reference(&t[0], heads).unwrap(),
+            &weight,
+        );
+    }
+}
+
+#[test]
+fn attention_gradients_match_finite_differences() {
+    let mut rng = Rng::new(19, 19);
+    let qkv = randn(&mut rng, &[2, 12, 3, 3]);
+    let weight = randn(&mut rng, &[2, 4, 3, 3]);
+    finite_difference_check(
+        "attention",
+        &[qkv],
+        0,
+        &|t| ops::attention(&t[0], 2).unwrap(),
+        &weight,
+    );
 }

@@ -24,6 +24,22 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// A copy whose weights share storage but are not tracked by autograd (see
+    /// [`crate::nn::UNet::detached`]).
+    pub fn detached(&self) -> Self {
+        Self {
+            weight: self.weight.detach(),
+            bias: self.bias.detach(),
+        }
+    }
+
+    /// Multiply-add FLOPs (2 per MAC) of one forward pass over `rows` inputs.
+    pub fn flops(&self, rows: usize) -> f64 {
+        2.0 * (rows * self.weight.elem_count()) as f64
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
@@ -68,8 +84,58 @@ impl Conv2d {
         })
     }
 
+    /// A copy whose weights share storage but are not tracked by autograd.
+    pub fn detached(&self) -> Self {
+        Self {
+            weight: self.weight.detach(),
+            bias: self.bias.detach(),
+            ..*self
+        }
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// Output side lengths for an `h × w` input.
+    pub fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let k = self.weight.dims()[2];
+        let f = |n: usize| (n + 2 * self.padding - k) / self.stride + 1;
+        (f(h), f(w))
+    }
+
+    /// Multiply-add FLOPs (2 per MAC) of one forward pass over a (batch, C_in, h, w) input.
+    pub fn flops(&self, batch: usize, h: usize, w: usize) -> f64 {
+        let (ho, wo) = self.out_size(h, w);
+        2.0 * (batch * ho * wo * self.weight.elem_count()) as f64
+    }
+
+    fn options(&self, upsample: usize) -> ops::ConvOptions {
+        ops::ConvOptions {
+            stride: self.stride,
+            padding: self.padding,
+            upsample,
+        }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::conv2d(x, &self.weight, &self.bias, self.stride, self.padding)
+    }
+
+    /// The convolution with `extra` (B, C_out) added to the bias of each sample.
+    pub fn forward_with_sample_bias(&self, x: &Tensor, extra: &Tensor) -> Result<Tensor> {
+        let bias = extra.broadcast_add(&self.bias)?;
+        ops::conv2d_fused(x, &self.weight, &bias, self.options(1), None)
+    }
+
+    /// `residual + conv(x)`.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        ops::conv2d_fused(x, &self.weight, &self.bias, self.options(1), Some(residual))
+    }
+
+    /// The convolution of x nearest-upsampled by `factor`.
+    pub fn forward_upsampled(&self, x: &Tensor, factor: usize) -> Result<Tensor> {
+        ops::conv2d_fused(x, &self.weight, &self.bias, self.options(factor), None)
     }
 }
 
@@ -93,11 +159,33 @@ impl GroupNorm {
         })
     }
 
+    /// A copy whose weights share storage but are not tracked by autograd.
+    pub fn detached(&self) -> Self {
+        Self {
+            gamma: self.gamma.detach(),
+            beta: self.beta.detach(),
+            ..*self
+        }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::group_norm(x, self.groups, &self.gamma, &self.beta, self.eps, false)
     }
 
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
         ops::group_norm(x, self.groups, &self.gamma, &self.beta, self.eps, true)
+    }
+
+    /// Norm, SiLU, then a dropout keep-mask (entries 0 or 1/(1 − p)) if given.
+    pub fn forward_silu_dropout(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        ops::group_norm_masked(
+            x,
+            self.groups,
+            &self.gamma,
+            &self.beta,
+            self.eps,
+            true,
+            mask,
+        )
     }
 }

@@ -205,11 +205,11 @@ pub fn timestep_embedding(t: &[f32], dim: usize, device: &candle_core::Device) -
     Ok(Tensor::from_vec(v, (t.len(), dim), device)?)
 }
 
-/// Dropout with our seeded generator; `None` means evaluation mode.
-fn dropout(x: &Tensor, p: f64, rng: Option<&mut Rng>) -> Result<Tensor> {
+/// A dropout keep-mask for `x` from our seeded generator; `None` in evaluation mode.
+fn dropout_mask(x: &Tensor, p: f64, rng: Option<&mut Rng>) -> Result<Option<Tensor>> {
     match rng {
-        Some(rng) if p > 0.0 => Ok((x * rng.dropout_mask(x.shape(), p, x.device())?)?),
-        _ => Ok(x.clone()),
+        Some(rng) if p > 0.0 => Ok(Some(rng.dropout_mask(x.shape(), p, x.device())?)),
+        _ => Ok(None),
     }
 }
 
@@ -243,20 +243,18 @@ impl ResBlock {
 
     /// `temb_act` is SiLU(time embedding), shared by every block.
     fn forward(&self, x: &Tensor, temb_act: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
-        let t = self
-            .temb_proj
-            .forward(temb_act)?
-            .unsqueeze(2)?
-            .unsqueeze(3)?;
-        let h = h.broadcast_add(&t)?;
-        let h = dropout(&self.norm2.forward_silu(&h)?, self.dropout, rng)?;
-        let h = self.conv2.forward(&h)?;
+        // The time embedding enters as a per-sample bias of conv1.
+        let t = self.temb_proj.forward(temb_act)?;
+        let h = self
+            .conv1
+            .forward_with_sample_bias(&self.norm1.forward_silu(x)?, &t)?;
+        let mask = dropout_mask(&h, self.dropout, rng)?;
+        let h = self.norm2.forward_silu_dropout(&h, mask.as_ref())?;
         let skip = match &self.skip {
             Some(s) => s.forward(x)?,
             None => x.clone(),
         };
-        Ok((skip + h)?)
+        self.conv2.forward_residual(&h, &skip)
     }
 }
 
@@ -280,22 +278,46 @@ impl AttentionBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let (heads, hd, n) = (self.heads, c / self.heads, h * w);
         let qkv = self.qkv.forward(&self.norm.forward(x)?)?;
-        // (B, 3C, H, W) -> three (B·heads, hd, N)
-        let qkv = qkv.reshape((b, 3, heads, hd, n))?;
-        let q = qkv.narrow(1, 0, 1)?.reshape((b * heads, hd, n))?;
-        let k = qkv.narrow(1, 1, 1)?.reshape((b * heads, hd, n))?;
-        let v = qkv.narrow(1, 2, 1)?.reshape((b * heads, hd, n))?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        // logits[i, j] = q_i · k_j over channels: (B·h, N, N)
-        let logits = (q.t()?.contiguous()?.matmul(&k.contiguous()?)? * scale)?;
-        let attn = ops::softmax_last_dim(&logits)?;
-        // out[:, c, i] = Σ_j v[c, j] attn[i, j]
-        let out = v.contiguous()?.matmul(&attn.t()?.contiguous()?)?;
-        let out = out.reshape((b, c, h, w))?;
-        Ok((x + self.proj_out.forward(&out)?)?)
+        let out = ops::attention(&qkv, self.heads)?;
+        self.proj_out.forward_residual(&out, x)
+    }
+}
+
+impl ResBlock {
+    fn detached(&self) -> Self {
+        Self {
+            norm1: self.norm1.detached(),
+            conv1: self.conv1.detached(),
+            temb_proj: self.temb_proj.detached(),
+            norm2: self.norm2.detached(),
+            conv2: self.conv2.detached(),
+            skip: self.skip.as_ref().map(Conv2d::detached),
+            dropout: self.dropout,
+        }
+    }
+
+    fn flops(&self, b: usize, h: usize, w: usize) -> f64 {
+        let skip = self.skip.as_ref().map_or(0.0, |s| s.flops(b, h, w));
+        self.conv1.flops(b, h, w) + self.temb_proj.flops(b) + self.conv2.flops(b, h, w) + skip
+    }
+}
+
+impl AttentionBlock {
+    fn detached(&self) -> Self {
+        Self {
+            norm: self.norm.detached(),
+            qkv: self.qkv.detached(),
+            proj_out: self.proj_out.detached(),
+            heads: self.heads,
+        }
+    }
+
+    /// The two 1×1 convs plus QKᵀ and attn·V (2·N²·C multiply-adds per image).
+    fn flops(&self, b: usize, h: usize, w: usize) -> f64 {
+        let c = self.proj_out.out_channels();
+        let n = h * w;
+        self.qkv.flops(b, h, w) + self.proj_out.flops(b, h, w) + 4.0 * (b * n * n * c) as f64
     }
 }
 
@@ -313,10 +335,31 @@ impl Block {
             Block::Res(r) => r.forward(x, temb_act, rng.as_deref_mut()),
             Block::Attn(a) => a.forward(x),
             Block::Down(c) => c.forward(x),
-            Block::Up(c) => {
-                let (_, _, h, w) = x.dims4()?;
-                c.forward(&x.upsample_nearest2d(h * 2, w * 2)?)
+            Block::Up(c) => c.forward_upsampled(x, 2),
+        }
+    }
+}
+
+impl Block {
+    fn detached(&self) -> Self {
+        match self {
+            Block::Res(r) => Block::Res(r.detached()),
+            Block::Attn(a) => Block::Attn(a.detached()),
+            Block::Down(c) => Block::Down(c.detached()),
+            Block::Up(c) => Block::Up(c.detached()),
+        }
+    }
+
+    /// FLOPs of the block and its output side lengths.
+    fn flops(&self, b: usize, h: usize, w: usize) -> (f64, usize, usize) {
+        match self {
+            Block::Res(r) => (r.flops(b, h, w), h, w),
+            Block::Attn(a) => (a.flops(b, h, w), h, w),
+            Block::Down(c) => {
+                let (ho, wo) = c.out_size(h, w);
+                (c.flops(b, h, w), ho, wo)
             }
+            Block::Up(c) => (c.flops(b, 2 * h, 2 * w), 2 * h, 2 * w),
         }
     }
 }
@@ -443,6 +486,59 @@ impl UNet {
                     .into(),
             )),
         }
+    }
+
+    /// A copy for inference: the weights share storage with this network (so later updates
+    /// show through) but are not autograd variables, so a forward pass records no graph and
+    /// frees each activation as soon as it is used, like PyTorch's `no_grad`. Its outputs
+    /// carry no gradient with respect to the weights.
+    pub fn detached(&self) -> UNet {
+        let stages = |v: &Vec<Vec<Block>>| -> Vec<Vec<Block>> {
+            v.iter()
+                .map(|s| s.iter().map(Block::detached).collect())
+                .collect()
+        };
+        UNet {
+            config: self.config.clone(),
+            temb1: self.temb1.detached(),
+            temb2: self.temb2.detached(),
+            cond_proj: self.cond_proj.as_ref().map(Linear::detached),
+            // Small, and used once per sampling run: kept as it is.
+            text: self.text.clone(),
+            conv_in: self.conv_in.detached(),
+            down: stages(&self.down),
+            mid: self.mid.iter().map(Block::detached).collect(),
+            up: stages(&self.up),
+            norm_out: self.norm_out.detached(),
+            conv_out: self.conv_out.detached(),
+        }
+    }
+
+    /// FLOPs of one forward pass over a (batch, C, height, width) input (2 per multiply-add),
+    /// counted from the layer shapes: convolutions, linear layers and the attention matmuls.
+    /// Norms, activations and other elementwise work are not counted.
+    pub fn flops(&self, batch: usize, height: usize, width: usize) -> f64 {
+        let mut total = self.temb1.flops(batch) + self.temb2.flops(batch);
+        if let Some(p) = &self.cond_proj {
+            total += p.flops(batch);
+        }
+        total += self.conv_in.flops(batch, height, width);
+        let (mut h, mut w) = (height, width);
+        for block in self.down.iter().flatten() {
+            let (f, ho, wo) = block.flops(batch, h, w);
+            (total, h, w) = (total + f, ho, wo);
+        }
+        for block in &self.mid {
+            total += block.flops(batch, h, w).0;
+        }
+        // Concatenating a skip changes channels, not sides.
+        for stage in &self.up {
+            for block in stage {
+                let (f, ho, wo) = block.flops(batch, h, w);
+                (total, h, w) = (total + f, ho, wo);
+            }
+        }
+        total + self.conv_out.flops(batch, h, w)
     }
 
     /// `x`: (B, C, H, W) noisy images; `t`: the integer timestep of each row; `cond`: optional

@@ -46,16 +46,38 @@ impl<'a> MatRef<'a> {
 
 /// `dst (m×n, row-major) = [dst +] lhs · rhs`.
 pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, accumulate: bool, threads: usize) {
+    let n = rhs.cols;
+    matmul_strided(dst, n, 1, lhs, rhs, accumulate, threads);
+}
+
+/// `dst = [dst +] lhs · rhs` where element (i, j) of the m×n destination is
+/// `dst[i * dst_rs + j * dst_cs]` (e.g. `dst_rs = 1, dst_cs = m` writes the transpose).
+pub fn matmul_strided(
+    dst: &mut [f32],
+    dst_rs: usize,
+    dst_cs: usize,
+    lhs: MatRef,
+    rhs: MatRef,
+    accumulate: bool,
+    threads: usize,
+) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "inner dimensions differ");
-    assert!(dst.len() >= m * n, "destination too small");
     assert!(lhs.max_index() < lhs.data.len().max(1) && rhs.max_index() < rhs.data.len().max(1));
     if m == 0 || n == 0 {
         return;
     }
+    assert!(
+        (m - 1) * dst_rs + (n - 1) * dst_cs < dst.len(),
+        "destination too small"
+    );
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            for i in 0..m {
+                for j in 0..n {
+                    dst[i * dst_rs + j * dst_cs] = 0.0;
+                }
+            }
         }
         return;
     }
@@ -72,8 +94,8 @@ pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, accumulate: bool, threa
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst_cs as isize,
+            dst_rs as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.cs as isize,

@@ -1,8 +1,14 @@
 //! Differentiable ops used by the models. Each function is the single dispatch point for one
 //! operation, so faster kernels can replace candle's compositions without touching the models.
 
+pub mod attention;
 pub mod conv;
+pub mod cpu;
+#[cfg(target_arch = "x86_64")]
+pub mod direct;
 pub mod gemm;
+pub mod groupnorm;
+pub mod math;
 
 use candle_core::{D, DType, Tensor};
 
@@ -15,17 +21,66 @@ fn fast_cpu(x: &Tensor) -> bool {
 
 /// 2-D convolution plus per-channel bias. `x`: (B, C_in, H, W); `w`: (C_out, C_in, k, k).
 pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    if fast_cpu(x) {
-        return Ok(x.contiguous()?.apply_op3(
-            &w.contiguous()?,
-            &b.contiguous()?,
-            conv::Conv2dOp {
-                stride,
-                pad: padding,
-            },
-        )?);
+    conv2d_fused(
+        x,
+        w,
+        b,
+        ConvOptions {
+            stride,
+            padding,
+            upsample: 1,
+        },
+        None,
+    )
+}
+
+/// Geometry of [`conv2d_fused`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvOptions {
+    pub stride: usize,
+    pub padding: usize,
+    /// Nearest-neighbour upsampling factor applied to the input first (1 = none).
+    pub upsample: usize,
+}
+
+/// `residual + conv2d(upsample(x), w) + b`, where `b` is (C_out) or per sample (B, C_out) and
+/// the residual, if any, has the output's shape. On the CPU the upsampling, bias and residual
+/// are fused into the convolution.
+pub fn conv2d_fused(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    opts: ConvOptions,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    if !fast_cpu(x) {
+        return conv2d_fused_reference(x, w, b, opts, residual);
     }
-    conv2d_reference(x, w, b, stride, padding)
+    let (x, w, b) = (x.contiguous()?, w.contiguous()?, b.contiguous()?);
+    let (stride, pad, up) = (opts.stride, opts.padding, opts.upsample);
+    match residual {
+        Some(r) if b.rank() == 1 => {
+            let (c_out, c_in, k, k2) = w.dims4()?;
+            let wb = Tensor::cat(
+                &[&w.reshape((c_out, c_in * k * k2))?, &b.reshape((c_out, 1))?],
+                1,
+            )?;
+            let op = conv::Conv2dResidualOp {
+                stride,
+                pad,
+                up,
+                kernel: (c_out, c_in, k, k2),
+            };
+            Ok(x.apply_op3(&wb, &r.contiguous()?, op)?)
+        }
+        _ => {
+            let y = x.apply_op3(&w, &b, conv::Conv2dOp { stride, pad, up })?;
+            Ok(match residual {
+                Some(r) => (y + r)?,
+                None => y,
+            })
+        }
+    }
 }
 
 /// candle's own convolution: used off the CPU, and as the reference in tests.
@@ -40,8 +95,70 @@ pub fn conv2d_reference(
     Ok(y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?)
 }
 
+/// candle's composition of [`conv2d_fused`].
+pub fn conv2d_fused_reference(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    opts: ConvOptions,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    let x = if opts.upsample > 1 {
+        let (_, _, h, w) = x.dims4()?;
+        x.upsample_nearest2d(h * opts.upsample, w * opts.upsample)?
+    } else {
+        x.clone()
+    };
+    let y = x.conv2d(w, opts.padding, opts.stride, 1, 1)?;
+    let b = match b.rank() {
+        1 => b.reshape((1, b.dim(0)?, 1, 1))?,
+        _ => b.reshape((b.dim(0)?, b.dim(1)?, 1, 1))?,
+    };
+    let y = y.broadcast_add(&b)?;
+    Ok(match residual {
+        Some(r) => (y + r)?,
+        None => y,
+    })
+}
+
 /// GroupNorm over (C/groups, H, W) per sample, then affine, then optionally SiLU.
 pub fn group_norm(
+    x: &Tensor,
+    groups: usize,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    silu: bool,
+) -> Result<Tensor> {
+    group_norm_masked(x, groups, gamma, beta, eps, silu, None)
+}
+
+/// [`group_norm`] followed by multiplication with a dropout keep-mask of x's shape (entries 0
+/// or 1/(1 − p)); the mask takes no gradient.
+pub fn group_norm_masked(
+    x: &Tensor,
+    groups: usize,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    silu: bool,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    if fast_cpu(x) {
+        let op = groupnorm::GroupNormOp::new(groups, eps, silu, mask.cloned());
+        return Ok(x
+            .contiguous()?
+            .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?);
+    }
+    let y = group_norm_reference(x, groups, gamma, beta, eps, silu)?;
+    Ok(match mask {
+        Some(m) => (y * m)?,
+        None => y,
+    })
+}
+
+/// candle's composition of GroupNorm: used off the CPU, and as the reference in tests.
+pub fn group_norm_reference(
     x: &Tensor,
     groups: usize,
     gamma: &Tensor,
@@ -65,6 +182,37 @@ pub fn group_norm(
         .broadcast_mul(&gamma.reshape(shape.as_slice())?)?
         .broadcast_add(&beta.reshape(shape.as_slice())?)?;
     Ok(if silu { y.silu()? } else { y })
+}
+
+/// Self-attention over spatial positions: `qkv` (B, 3C, H, W) is read as (B, 3, heads, C/heads,
+/// H·W); the result (B, C, H, W) is, per head, V·softmax(QᵀK/√(C/heads))ᵀ.
+pub fn attention(qkv: &Tensor, heads: usize) -> Result<Tensor> {
+    if fast_cpu(qkv) {
+        return Ok(qkv
+            .contiguous()?
+            .apply_op1(attention::AttentionOp { heads })?);
+    }
+    attention_reference(qkv, heads)
+}
+
+/// candle's composition of [`attention`].
+pub fn attention_reference(qkv: &Tensor, heads: usize) -> Result<Tensor> {
+    let dims = qkv.dims().to_vec();
+    let (b, c) = (dims[0], dims[1] / 3);
+    let (hd, n) = (c / heads, dims[2..].iter().product::<usize>());
+    let qkv = qkv.reshape((b, 3, heads, hd, n))?;
+    let q = qkv.narrow(1, 0, 1)?.reshape((b * heads, hd, n))?;
+    let k = qkv.narrow(1, 1, 1)?.reshape((b * heads, hd, n))?;
+    let v = qkv.narrow(1, 2, 1)?.reshape((b * heads, hd, n))?;
+    let scale = 1.0 / (hd as f64).sqrt();
+    // logits[i, j] = q_i · k_j over channels: (B·h, N, N)
+    let logits = (q.t()?.contiguous()?.matmul(&k.contiguous()?)? * scale)?;
+    let attn = softmax_last_dim(&logits)?;
+    // out[:, c, i] = Σ_j v[c, j] attn[i, j]
+    let out = v.contiguous()?.matmul(&attn.t()?.contiguous()?)?;
+    let mut shape = dims;
+    shape[1] = c;
+    Ok(out.reshape(shape)?)
 }
 
 pub fn silu(x: &Tensor) -> Result<Tensor> {

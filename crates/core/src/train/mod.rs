@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::time::Instant;
 
 use crate::checkpoint::Checkpoint;
 use crate::diffusion::{Diffusion, Objective};
@@ -174,6 +175,17 @@ pub struct StepStats {
     pub lr: f64,
 }
 
+/// Wall time of the phases of one training step, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StepTimings {
+    /// Noising, the network and the loss (down to a host scalar).
+    pub forward_s: f64,
+    /// `loss.backward()`.
+    pub backward_s: f64,
+    /// Gradient norm and clipping, AdamW and the EMA update.
+    pub optimizer_s: f64,
+}
+
 /// A model, its optimiser and its EMA, advanced one batch at a time.
 pub struct Trainer {
     pub model: UNet,
@@ -251,6 +263,16 @@ impl Trainer {
 
     /// One optimisation step on a batch. A non-finite loss is an error and nothing is updated.
     pub fn train_step(&mut self, x0: &Tensor, cond: Option<&Tensor>) -> Result<StepStats> {
+        Ok(self.train_step_timed(x0, cond)?.0)
+    }
+
+    /// [`Trainer::train_step`], also reporting the wall time of its three phases.
+    pub fn train_step_timed(
+        &mut self,
+        x0: &Tensor,
+        cond: Option<&Tensor>,
+    ) -> Result<(StepStats, StepTimings)> {
+        let start = Instant::now();
         let mut rng = Rng::new(
             self.config.seed,
             crate::rng::streams::TRAIN + self.step as u64,
@@ -263,7 +285,9 @@ impl Trainer {
                 loss: loss_value,
             });
         }
+        let forward_done = Instant::now();
         let grads = loss.backward()?;
+        let backward_done = Instant::now();
         let vars = self.params.named_vars();
         let mut g = Vec::with_capacity(vars.len());
         for (name, var) in &vars {
@@ -276,6 +300,9 @@ impl Trainer {
                 }
             }
         }
+        // The graph (every activation) is no longer needed: free it before the update.
+        drop(grads);
+        drop(loss);
         let grad_norm = global_norm(&g)?;
         if !grad_norm.is_finite() {
             return Err(Error::Diverged {
@@ -294,12 +321,20 @@ impl Trainer {
         self.step += 1;
         let plain: Vec<Var> = vars.into_iter().map(|(_, v)| v).collect();
         self.ema.update(&plain, self.step as u64)?;
-        Ok(StepStats {
-            step: self.step,
-            loss: loss_value,
-            grad_norm,
-            lr,
-        })
+        let done = Instant::now();
+        Ok((
+            StepStats {
+                step: self.step,
+                loss: loss_value,
+                grad_norm,
+                lr,
+            },
+            StepTimings {
+                forward_s: (forward_done - start).as_secs_f64(),
+                backward_s: (backward_done - forward_done).as_secs_f64(),
+                optimizer_s: (done - backward_done).as_secs_f64(),
+            },
+        ))
     }
 
     /// One step of a caption-conditioned model: each caption is dropped to ∅ with probability

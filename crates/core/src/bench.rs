@@ -1,0 +1,203 @@
+//! Throughput benchmark of the U-Net: training steps and sampling steps on random data, pure
+//! compute (no file I/O). Binaries add what only a process can know, such as its peak RSS.
+
+use candle_core::Device;
+use serde::Serialize;
+use std::time::Instant;
+
+use crate::diffusion::Objective;
+use crate::error::{Error, Result};
+use crate::nn::UNetConfig;
+use crate::rng::Rng;
+use crate::sampler::{DdpmVariance, Denoiser, SamplerConfig, TimestepSpacing, UNetDenoiser};
+use crate::schedule::ScheduleConfig;
+use crate::train::{TrainConfig, Trainer};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// `tiny`, `mnist` or `cifar`.
+    pub preset: String,
+    pub batch: usize,
+    /// Side of the square images; the preset's usual size when `None` (tiny 16, mnist 28,
+    /// cifar 32).
+    pub image_size: Option<usize>,
+    /// Image channels; the preset's own when `None` (tiny 3, mnist 1, cifar 3).
+    pub channels: Option<usize>,
+    /// Untimed iterations first (allocator and cache warm-up).
+    pub warmup: usize,
+    /// Timed iterations; every reported time is a median over these.
+    pub iters: usize,
+    pub device: Device,
+}
+
+impl BenchConfig {
+    pub fn new(preset: &str, batch: usize, device: Device) -> Self {
+        Self {
+            preset: preset.to_string(),
+            batch,
+            image_size: None,
+            channels: None,
+            warmup: 2,
+            iters: 5,
+            device,
+        }
+    }
+}
+
+/// Medians of the timed iterations, in seconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub preset: String,
+    pub batch: usize,
+    pub image_size: usize,
+    pub channels: usize,
+    pub params: usize,
+    pub device: String,
+    pub threads: usize,
+    pub iters: usize,
+    pub train_step_s: f64,
+    pub forward_s: f64,
+    pub backward_s: f64,
+    pub optimizer_s: f64,
+    /// One reverse-process step: the network without gradients ([`crate::nn::UNet::detached`])
+    /// plus the DDPM update.
+    pub sample_step_s: f64,
+    /// The same step with the weights still autograd variables, as `sampler::sample` runs the
+    /// network today: every activation of the step is kept until its end.
+    pub sample_step_tracked_s: f64,
+    /// Training images per second.
+    pub images_per_s: f64,
+    /// FLOPs of one training step counted from the layer shapes (convolutions, linear layers,
+    /// attention matmuls): the forward pass plus twice that for the backward pass.
+    pub flops_per_step: f64,
+    /// `flops_per_step / train_step_s` in GFLOP/s.
+    pub gflops_per_s: f64,
+    /// Every timed training step, for spread.
+    pub train_steps_s: Vec<f64>,
+    pub sample_steps_s: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    }
+}
+
+fn device_name(d: &Device) -> String {
+    format!("{:?}", d.location()).to_lowercase()
+}
+
+/// Runs the benchmark: `warmup + iters` training steps, then `warmup + iters` sampling steps
+/// with the EMA copy of the network.
+pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
+    let mut model_cfg = UNetConfig::preset(&cfg.preset)?;
+    let (size, channels) = match cfg.preset.as_str() {
+        "tiny" => (16, 3),
+        "mnist" => (28, 1),
+        _ => (32, 3),
+    };
+    let size = cfg.image_size.unwrap_or(size);
+    model_cfg.in_channels = cfg.channels.unwrap_or(channels);
+    model_cfg.validate(size)?;
+    if cfg.batch == 0 || cfg.iters == 0 {
+        return Err(Error::InvalidTraining(
+            "the benchmark needs a batch and at least one timed iteration".into(),
+        ));
+    }
+    let schedule = ScheduleConfig::default().build()?;
+    let train = TrainConfig {
+        batch_size: cfg.batch,
+        warmup_steps: 0,
+        objective: Objective::Eps,
+        ..Default::default()
+    };
+    let mut trainer = Trainer::new(&model_cfg, schedule, train, &cfg.device)?;
+    let shape = (cfg.batch, model_cfg.in_channels, size, size);
+    let mut rng = Rng::new(0, 1);
+    // Data in [-1, 1] like real images.
+    let x0 = rng.randn(shape, &cfg.device)?.clamp(-1f32, 1f32)?;
+
+    let mut steps = Vec::with_capacity(cfg.iters);
+    for i in 0..cfg.warmup + cfg.iters {
+        let t0 = Instant::now();
+        let (_, timing) = trainer.train_step_timed(&x0, None)?;
+        let total = t0.elapsed().as_secs_f64();
+        if i >= cfg.warmup {
+            steps.push((total, timing));
+        }
+    }
+
+    // Sampling: the EMA network, as a sampler uses it, and its `detached` copy (no graph, like
+    // PyTorch's no_grad). x is detached between steps so that no step keeps the previous
+    // step's graph alive.
+    let ema = trainer.ema_model()?;
+    let detached = ema.detached();
+    let diffusion = &trainer.diffusion;
+    let sampler = SamplerConfig::Ddpm {
+        steps: diffusion.num_timesteps(),
+        spacing: TimestepSpacing::default(),
+        variance: DdpmVariance::BetaTilde,
+        clip_x0: true,
+    }
+    .build(&diffusion.schedule)?;
+    let ts = sampler.timesteps().to_vec();
+    let mut time_sampling = |model: &crate::nn::UNet| -> Result<Vec<f64>> {
+        let denoiser = UNetDenoiser {
+            model,
+            diffusion,
+            objective: Objective::Eps,
+            cond: None,
+        };
+        let mut x = rng.randn(shape, &cfg.device)?;
+        let mut times = Vec::with_capacity(cfg.iters);
+        for i in 0..cfg.warmup + cfg.iters {
+            // Walk down the chain as real sampling does (the values do not change the cost).
+            let k = i % ts.len();
+            let t0 = Instant::now();
+            let pred = denoiser.predict(&x, &vec![ts[k]; cfg.batch])?;
+            let out = sampler.step(k, &x, &pred, None, diffusion)?;
+            x = (out.mean + (rng.randn(shape, &cfg.device)? * out.std)?)?.detach();
+            // Force the result (a no-op on the CPU, a sync on a GPU).
+            x.device().synchronize()?;
+            if i >= cfg.warmup {
+                times.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        Ok(times)
+    };
+    let samples = time_sampling(&detached)?;
+    let samples_tracked = time_sampling(&ema)?;
+
+    let train_steps_s: Vec<f64> = steps.iter().map(|s| s.0).collect();
+    let train_step_s = median(&train_steps_s);
+    let flops_per_step = 3.0 * trainer.model.flops(cfg.batch, size, size);
+    Ok(BenchReport {
+        preset: cfg.preset.clone(),
+        batch: cfg.batch,
+        image_size: size,
+        channels: model_cfg.in_channels,
+        params: trainer.params.num_params(),
+        device: device_name(&cfg.device),
+        threads: rayon::current_num_threads(),
+        iters: cfg.iters,
+        train_step_s,
+        forward_s: median(&steps.iter().map(|s| s.1.forward_s).collect::<Vec<_>>()),
+        backward_s: median(&steps.iter().map(|s| s.1.backward_s).collect::<Vec<_>>()),
+        optimizer_s: median(&steps.iter().map(|s| s.1.optimizer_s).collect::<Vec<_>>()),
+        sample_step_s: median(&samples),
+        sample_step_tracked_s: median(&samples_tracked),
+        images_per_s: cfg.batch as f64 / train_step_s,
+        flops_per_step,
+        gflops_per_s: flops_per_step / train_step_s / 1e9,
+        train_steps_s,
+        sample_steps_s: samples,
+    })
+}

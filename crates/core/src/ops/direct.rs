@@ -1,0 +1,451 @@
+//! Direct 3×3 stride-1 convolution kernels (AVX2 + FMA), without im2col.
+//!
+//! The input image is copied once into a zero-bordered plane per channel ((H+2) × (W+2), the
+//! padding made explicit). On that plane the input pixel under kernel tap (ki, kj) of output
+//! position j = oh·(W+2) + ow is at `ki·(W+2) + kj + j`: for every tap, 16 consecutive outputs
+//! read 16 consecutive inputs. The output is computed on this (W+2)-wide grid (two garbage
+//! columns per row, dropped when the result is copied out), so the microkernel loads straight
+//! from the image: no 9× column matrix is written, read back and packed, which is where the
+//! im2col + GEMM path spends a third of its time.
+//!
+//! - [`conv`]: out (C_out × grid) = W ⋆ x; a 6 × 16 register tile (6 output channels, 16
+//!   positions; 12 accumulators, 8 loads per 12 FMAs).
+//! - [`weight_grad`]: dW += dy ⋆ x, reducing along positions; a 4 × 3 tile (4 output
+//!   channels × the 3 horizontal taps of one input channel and row; 7 loads per 12 FMAs).
+//!
+//! The input gradient is [`conv`] of the padded dy with the flipped kernel. Both kernels keep
+//! a fixed summation order, so results do not depend on threads.
+
+use std::arch::x86_64::*;
+
+/// Output channels per register tile of [`conv`].
+const MR: usize = 6;
+/// Positions per register tile of [`conv`] (two 8-wide vectors).
+const NR: usize = 16;
+/// Zeroed floats after the last plane, so that the vector loads of the garbage columns and of
+/// the grid's rounding never leave the buffer.
+const SLACK: usize = 32;
+
+/// Whether the kernels can run here (checked once).
+pub fn available() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    })
+}
+
+/// A zero-bordered image: `c` planes of `(h + 2) × (w + 2)` for an `h × w` image.
+#[derive(Clone, Copy, Debug)]
+pub struct Padded {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Padded {
+    pub fn wp(&self) -> usize {
+        self.w + 2
+    }
+    pub fn plane(&self) -> usize {
+        (self.h + 2) * self.wp()
+    }
+    /// Floats of the padded image including the slack.
+    pub fn buf_len(&self) -> usize {
+        self.c * self.plane() + SLACK
+    }
+    /// Output grid of a 3×3 conv on this image: h rows of (w + 2) positions.
+    pub fn grid(&self) -> usize {
+        self.h * self.wp()
+    }
+    /// The grid rounded up to whole register tiles.
+    pub fn grid_tiles(&self) -> usize {
+        self.grid().div_ceil(NR) * NR
+    }
+}
+
+/// Writes the stored (c, h/up, w/up) image `x`, nearest-upsampled by `up`, into `dst` as a
+/// padded (c, h, w) image.
+pub fn pad(p: Padded, x: &[f32], up: usize, dst: &mut [f32]) {
+    let (wp, plane) = (p.wp(), p.plane());
+    let (hs, ws) = (p.h / up, p.w / up);
+    for c in 0..p.c {
+        let src = &x[c * hs * ws..(c + 1) * hs * ws];
+        let d = &mut dst[c * plane..(c + 1) * plane];
+        d[..wp].fill(0.0);
+        d[(p.h + 1) * wp..].fill(0.0);
+        for i in 0..p.h {
+            let row = &mut d[(i + 1) * wp..(i + 2) * wp];
+            row[0] = 0.0;
+            row[wp - 1] = 0.0;
+            let s = &src[(i / up) * ws..(i / up + 1) * ws];
+            if up == 1 {
+                row[1..wp - 1].copy_from_slice(s);
+            } else {
+                for (j, v) in row[1..wp - 1].iter_mut().enumerate() {
+                    *v = s[j / up];
+                }
+            }
+        }
+    }
+    dst[p.c * plane..p.buf_len()].fill(0.0);
+}
+
+/// A 3×3 kernel rearranged for [`conv`]: blocks of up to [`MR`] output channels, each laid
+/// out as [input channel][tap][output channel in block].
+pub struct PackedKernel {
+    data: Vec<f32>,
+    c_out: usize,
+    c_in: usize,
+}
+
+impl PackedKernel {
+    /// `w(o, i, t)` is tap t = 3·ki + kj of output channel o and input channel i.
+    pub fn new(c_out: usize, c_in: usize, w: impl Fn(usize, usize, usize) -> f32) -> Self {
+        let mut data = Vec::with_capacity(c_out * c_in * 9);
+        for o0 in (0..c_out).step_by(MR) {
+            let rows = MR.min(c_out - o0);
+            for i in 0..c_in {
+                for t in 0..9 {
+                    for r in 0..rows {
+                        data.push(w(o0 + r, i, t));
+                    }
+                }
+            }
+        }
+        Self { data, c_out, c_in }
+    }
+}
+
+/// `out[o][j] = Σ_{i,t} k[o][i][t] · x[i][off(t) + j]` for every grid position j of the
+/// padded image `x` (`out` rows are `p.grid_tiles()` long; garbage columns included).
+pub fn conv(p: Padded, x: &[f32], k: &PackedKernel, out: &mut [f32]) {
+    assert!(available(), "direct conv: AVX2/FMA not available");
+    assert_eq!(k.c_in, p.c, "direct conv: channel mismatch");
+    let n = p.grid_tiles();
+    assert!(x.len() >= p.buf_len() && out.len() >= k.c_out * n);
+    let wp = p.wp();
+    let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * wp + t % 3);
+    // Largest read: (c − 1)·plane + offs[8] + n − 1 < c·plane + SLACK (see the module doc).
+    debug_assert!((p.c - 1) * p.plane() + offs[8] + n <= p.buf_len());
+    let mut w_off = 0;
+    for o0 in (0..k.c_out).step_by(MR) {
+        let rows = MR.min(k.c_out - o0);
+        let w = &k.data[w_off..w_off + rows * p.c * 9];
+        w_off += rows * p.c * 9;
+        let dst = &mut out[o0 * n..(o0 + rows) * n];
+        for j in (0..n).step_by(NR) {
+            // SAFETY: AVX2/FMA checked above; every read is inside x (bounds above) and w
+            // (rows·c·9 floats), every write inside dst (rows rows of n ≥ j + 16).
+            unsafe {
+                match rows {
+                    6 => tile::<6>(x, p, &offs, w, dst, n, j),
+                    5 => tile::<5>(x, p, &offs, w, dst, n, j),
+                    4 => tile::<4>(x, p, &offs, w, dst, n, j),
+                    3 => tile::<3>(x, p, &offs, w, dst, n, j),
+                    2 => tile::<2>(x, p, &offs, w, dst, n, j),
+                    _ => tile::<1>(x, p, &offs, w, dst, n, j),
+                }
+            }
+        }
+    }
+}
+
+/// One R × 16 output tile of [`conv`].
+///
+/// # Safety
+/// AVX2 and FMA must be available; `x` must hold `(p.c − 1)·plane + offs[8] + j + 16` floats,
+/// `w` `R·p.c·9`, `dst` `(R − 1)·n + j + 16`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile<const R: usize>(
+    x: &[f32],
+    p: Padded,
+    offs: &[usize; 9],
+    w: &[f32],
+    dst: &mut [f32],
+    n: usize,
+    j: usize,
+) {
+    let plane = p.plane();
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let xp = x.as_ptr();
+    let mut wp = w.as_ptr();
+    for i in 0..p.c {
+        // SAFETY (whole block): offsets stay inside x and w per the function's contract.
+        unsafe {
+            let xi = xp.add(i * plane + j);
+            for &o in offs {
+                let a = _mm256_loadu_ps(xi.add(o));
+                let b = _mm256_loadu_ps(xi.add(o + 8));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let k = _mm256_broadcast_ss(&*wp.add(r));
+                    acc[0] = _mm256_fmadd_ps(k, a, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(k, b, acc[1]);
+                }
+                wp = wp.add(R);
+            }
+        }
+    }
+    let dp = dst.as_mut_ptr();
+    for (r, a) in acc.iter().enumerate() {
+        // SAFETY: row r of dst has n ≥ j + 16 floats.
+        unsafe {
+            _mm256_storeu_ps(dp.add(r * n + j), a[0]);
+            _mm256_storeu_ps(dp.add(r * n + j + 8), a[1]);
+        }
+    }
+}
+
+/// Output channels per register tile of [`weight_grad`].
+const WR: usize = 4;
+
+/// A group of padded images stored one after another, `stride` floats apart (the last one
+/// followed by [`SLACK`] zeros).
+#[derive(Clone, Copy, Debug)]
+pub struct Group {
+    pub count: usize,
+    pub stride: usize,
+}
+
+/// `dw[o][i][t] += Σ_m Σ_j dy_m[o][j] · x_m[i][off(t) + j]` over the grids of a group of
+/// padded images `x_m` and of their output gradients `dy_m` on the same grids (channel rows
+/// `dy_stride` apart, zero in the garbage columns). `dw` is (C_out × C_in × 9).
+///
+/// When the padded width is at least 8, each dy row is followed by at least 7 zeros (its
+/// bottom border and the next plane's top border or the slack), so the last partial vector
+/// of a grid reads zeros; otherwise the tail is done one position at a time.
+#[allow(clippy::too_many_arguments)]
+pub fn weight_grad(
+    p: Padded,
+    x: &[f32],
+    xg: Group,
+    dy: &[f32],
+    dy_stride: usize,
+    dyg: Group,
+    c_out: usize,
+    dw: &mut [f32],
+) {
+    assert!(available(), "direct conv: AVX2/FMA not available");
+    let n = p.grid();
+    let wp = p.wp();
+    let n_vec = if wp >= 8 {
+        n.div_ceil(8) * 8
+    } else {
+        n / 8 * 8
+    };
+    let count = xg.count.min(dyg.count);
+    assert!(dw.len() >= c_out * p.c * 9);
+    if count == 0 || c_out == 0 {
+        return;
+    }
+    assert!(x.len() >= (count - 1) * xg.stride + p.buf_len());
+    assert!(dy.len() >= (count - 1) * dyg.stride + (c_out - 1) * dy_stride + n_vec.max(n));
+    let dims = WDims {
+        xo: 0,
+        x_step: xg.stride,
+        dy0: 0,
+        dy_step: dyg.stride,
+        stride: dy_stride,
+        n,
+        n_vec,
+        count,
+    };
+    for i in 0..p.c {
+        for ki in 0..3 {
+            let xo = i * p.plane() + ki * wp;
+            for o0 in (0..c_out).step_by(WR) {
+                let rows = WR.min(c_out - o0);
+                let d = WDims {
+                    xo,
+                    dy0: o0 * dy_stride,
+                    ..dims
+                };
+                let mut sums = [[0f32; 3]; WR];
+                // SAFETY: AVX2/FMA checked above; reads stay inside x and dy (asserted sizes;
+                // x reads end at xo + n_vec + 10 ≤ plane end + slack).
+                unsafe {
+                    match rows {
+                        4 => wtile::<4>(x, dy, d, &mut sums),
+                        3 => wtile::<3>(x, dy, d, &mut sums),
+                        2 => wtile::<2>(x, dy, d, &mut sums),
+                        _ => wtile::<1>(x, dy, d, &mut sums),
+                    }
+                }
+                for (r, s) in sums.iter().enumerate().take(rows) {
+                    let base = ((o0 + r) * p.c + i) * 9 + ki * 3;
+                    for (kj, v) in s.iter().enumerate() {
+                        dw[base + kj] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Offsets of one [`wtile`] call.
+#[derive(Clone, Copy)]
+struct WDims {
+    /// x offset of the input row (channel, ki) in the first image, and the image step.
+    xo: usize,
+    x_step: usize,
+    /// dy offset of the first output channel in the first image, and the image step.
+    dy0: usize,
+    dy_step: usize,
+    /// Between output channels of dy.
+    stride: usize,
+    /// Grid length, and the part of it done with vectors.
+    n: usize,
+    n_vec: usize,
+    count: usize,
+}
+
+/// Horizontal sum of a vector in a fixed order.
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: __m256) -> f32 {
+    let lo = _mm256_castps256_ps128(v);
+    let hi = _mm256_extractf128_ps(v, 1);
+    let s = _mm_add_ps(lo, hi);
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+/// R output channels × 3 taps of [`weight_grad`], summed over the images of the group.
+///
+/// # Safety
+/// AVX2 and FMA must be available and every offset described by `d` must lie inside `x` and
+/// `dy` (see [`weight_grad`]).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn wtile<const R: usize>(x: &[f32], dy: &[f32], d: WDims, out: &mut [[f32; 3]; WR]) {
+    let mut acc = [[_mm256_setzero_ps(); 3]; R];
+    let xp = x.as_ptr();
+    let dp = dy.as_ptr();
+    for m in 0..d.count {
+        let (xo, dy0) = (d.xo + m * d.x_step, d.dy0 + m * d.dy_step);
+        for j in (0..d.n_vec).step_by(8) {
+            // SAFETY (whole block): per the function's contract.
+            unsafe {
+                let xj = xp.add(xo + j);
+                let x0 = _mm256_loadu_ps(xj);
+                let x1 = _mm256_loadu_ps(xj.add(1));
+                let x2 = _mm256_loadu_ps(xj.add(2));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let g = _mm256_loadu_ps(dp.add(dy0 + r * d.stride + j));
+                    acc[0] = _mm256_fmadd_ps(g, x0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(g, x1, acc[1]);
+                    acc[2] = _mm256_fmadd_ps(g, x2, acc[2]);
+                }
+            }
+        }
+    }
+    for (r, (acc, out)) in acc.iter().zip(out.iter_mut()).enumerate() {
+        for (o, &a) in out.iter_mut().zip(acc) {
+            *o = hsum(a);
+        }
+        // Narrow images: the last positions one at a time, never reading dy past its grid.
+        for m in 0..d.count {
+            let (xo, dy0) = (d.xo + m * d.x_step, d.dy0 + m * d.dy_step);
+            for j in d.n_vec..d.n {
+                let g = dy[dy0 + r * d.stride + j];
+                for (t, o) in out.iter_mut().enumerate() {
+                    *o = g.mul_add(x[xo + j + t], *o);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain loops on the unpadded image.
+    fn reference(c_in: usize, c_out: usize, h: usize, w: usize, x: &[f32], k: &[f32]) -> Vec<f32> {
+        let mut y = vec![0f32; c_out * h * w];
+        for o in 0..c_out {
+            for i in 0..c_in {
+                for oh in 0..h {
+                    for ow in 0..w {
+                        for ki in 0..3 {
+                            for kj in 0..3 {
+                                let (ih, iw) = (oh + ki, ow + kj);
+                                if ih < 1 || iw < 1 || ih > h || iw > w {
+                                    continue;
+                                }
+                                y[(o * h + oh) * w + ow] += k[((o * c_in + i) * 3 + ki) * 3 + kj]
+                                    * x[(i * h + ih - 1) * w + iw - 1];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn conv_and_weight_grad_match_plain_loops() {
+        if !available() {
+            return;
+        }
+        for (c_in, c_out, h, w) in [(1, 1, 1, 1), (3, 7, 5, 4), (2, 13, 7, 7), (5, 6, 3, 9)] {
+            let x: Vec<f32> = (0..c_in * h * w)
+                .map(|v| ((v * 7) % 11) as f32 - 5.0)
+                .collect();
+            let k: Vec<f32> = (0..c_out * c_in * 9)
+                .map(|v| ((v * 5) % 13) as f32 - 6.0)
+                .collect();
+            let p = Padded { c: c_in, h, w };
+            let mut xp = vec![f32::NAN; p.buf_len()];
+            pad(p, &x, 1, &mut xp);
+            let packed = PackedKernel::new(c_out, c_in, |o, i, t| k[(o * c_in + i) * 9 + t]);
+            let n = p.grid_tiles();
+            let mut out = vec![0f32; c_out * n];
+            conv(p, &xp, &packed, &mut out);
+            let want = reference(c_in, c_out, h, w, &x, &k);
+            for o in 0..c_out {
+                for oh in 0..h {
+                    for ow in 0..w {
+                        assert_eq!(out[o * n + oh * p.wp() + ow], want[(o * h + oh) * w + ow]);
+                    }
+                }
+            }
+            // dW = Σ dy ⋆ x: with dy on the padded grid of its own zero-bordered image.
+            let dyv: Vec<f32> = (0..c_out * h * w)
+                .map(|v| ((v * 3) % 7) as f32 - 3.0)
+                .collect();
+            let pd = Padded { c: c_out, h, w };
+            let mut dyp = vec![f32::NAN; pd.buf_len()];
+            pad(pd, &dyv, 1, &mut dyp);
+            let mut dw = vec![0f32; c_out * c_in * 9];
+            let one = |stride| Group { count: 1, stride };
+            weight_grad(
+                p,
+                &xp,
+                one(p.buf_len()),
+                &dyp[pd.wp() + 1..],
+                pd.plane(),
+                one(pd.buf_len()),
+                c_out,
+                &mut dw,
+            );
+            for o in 0..c_out {
+                for i in 0..c_in {
+                    for t in 0..9 {
+                        let (ki, kj) = (t / 3, t % 3);
+                        let mut s = 0f32;
+                        for oh in 0..h {
+                            for ow in 0..w {
+                                let (ih, iw) = (oh + ki, ow + kj);
+                                if ih >= 1 && iw >= 1 && ih <= h && iw <= w {
+                                    s += dyv[(o * h + oh) * w + ow]
+                                        * x[(i * h + ih - 1) * w + iw - 1];
+                                }
+                            }
+                        }
+                        assert_eq!(dw[(o * c_in + i) * 9 + t], s, "dw[{o}][{i}][{t}]");
+                    }
+                }
+            }
+        }
+    }
+}
