@@ -376,11 +376,14 @@ pub fn sample(
             None => None,
         };
         let out = sampler.step(k, &x, &pred, g.as_ref(), diffusion)?;
+        // Detached, so no step keeps the graph of the steps before it alive (with a network
+        // whose weights are autograd variables, memory would grow with every step).
         x = if out.std > 0.0 {
             (out.mean + (rng.randn(x.shape(), x.device())? * out.std)?)?
         } else {
             out.mean
-        };
+        }
+        .detach();
         on_step(k + 1, ts.len());
     }
     Ok(x)

@@ -265,6 +265,14 @@ fn classifier_free_guidance_at_w_1_is_the_conditional_model_and_at_w_0_the_uncon
         max_diff(&conditional, &unconditional) > 1e-3,
         "the caption matters"
     );
+    // No caption at all is ∅.
+    let no_caption = eps(&UNetDenoiser {
+        model: &model,
+        diffusion: &diffusion,
+        objective: Objective::Eps,
+        cond: None,
+    });
+    assert!(max_diff(&no_caption, &unconditional) < 1e-6);
     assert!(max_diff(&cfg_at(1.0), &conditional) < 1e-5);
     assert!(max_diff(&cfg_at(0.0), &unconditional) < 1e-5);
     // w = 3 extrapolates: ε(∅) + 3(ε(c) − ε(∅)).

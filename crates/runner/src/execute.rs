@@ -318,7 +318,7 @@ fn training_captions(ctx: &RunContext, idx: &[usize], step: usize) -> Result<Vec
 fn evaluate_guidance(ctx: &RunContext, trainer: &Trainer) -> Result<()> {
     let plan = ctx.plan;
     let cfg = &plan.config;
-    let model = trainer.ema_model()?;
+    let model = trainer.ema_model()?.detached();
     let diffusion = &trainer.diffusion;
     let (c, s, n) = (plan.model.in_channels, plan.image_size, cfg.guided_count);
     let kind = match cfg.guidance {
@@ -343,11 +343,6 @@ fn evaluate_guidance(ctx: &RunContext, trainer: &Trainer) -> Result<()> {
         ctx.observer.note(&format!("warning: {w}"));
     }
     let prompts: Vec<&str> = prepared.prompts.iter().map(String::as_str).collect();
-    // Unguided rows of a caption-conditioned model use ∅.
-    let null = match &model.config.text {
-        Some(_) => Some(model.embed_captions(&vec![""; n], &ctx.device)?.detach()),
-        None => None,
-    };
     let cfg_denoiser;
     let plain;
     let denoiser: &dyn Denoiser = if kind == Some(Kind::Cfg) {
@@ -364,7 +359,8 @@ fn evaluate_guidance(ctx: &RunContext, trainer: &Trainer) -> Result<()> {
             model: &model,
             diffusion,
             objective: plan.train.objective,
-            cond: null.as_ref(),
+            // A caption-conditioned network reads ∅ (unguided, or CLIP-guided) without one.
+            cond: None,
         };
         &plain
     };
@@ -458,7 +454,7 @@ fn unix_now() -> f64 {
 /// the stream of this step, so the grids of a run are comparable across steps.
 fn draw_samples(ctx: &RunContext, trainer: &Trainer, step: usize, last: bool) -> Result<()> {
     let plan = ctx.plan;
-    let model = trainer.ema_model()?;
+    let model = trainer.ema_model()?.detached();
     let diffusion: &Diffusion = &trainer.diffusion;
     let sampler = plan.sampler.build(&diffusion.schedule)?;
     let denoiser = UNetDenoiser {
@@ -508,7 +504,7 @@ fn evaluate_nll(
     cfg: &ddlab_core::nll::NllConfig,
 ) -> Result<f64> {
     let plan = ctx.plan;
-    let model = trainer.ema_model()?;
+    let model = trainer.ema_model()?.detached();
     let diffusion = &trainer.diffusion;
     let denoiser = UNetDenoiser {
         model: &model,

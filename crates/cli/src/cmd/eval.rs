@@ -75,7 +75,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let held = data.heldout.head(a.images, &device)?;
     let diffusion = Diffusion::new(m.schedule.clone(), &device);
     let denoiser = UNetDenoiser {
-        model: &m.model,
+        model: &m.model.detached(),
         diffusion: &diffusion,
         objective: m.train.objective,
         cond: None,

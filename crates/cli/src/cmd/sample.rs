@@ -151,24 +151,22 @@ pub fn run(a: Args) -> Result<ExitCode> {
     for w in &guided.warnings {
         eprintln!("warning: {w}");
     }
+    // Inference only: a copy whose weights record no autograd graph.
+    let model = m.model.detached();
     let prompts: Vec<&str> = guided.prompts.iter().map(String::as_str).collect();
-    // A caption-conditioned model samples unguided rows (and CLIP-guided ones) with ∅.
-    let null = match &m.model.config.text {
-        Some(_) => Some(m.model.embed_captions(&vec![""; a.n], &device)?.detach()),
-        None => None,
-    };
     let cfg_denoiser;
     let plain;
     let denoiser: &dyn Denoiser = if guided.kind == Some(guidance::Kind::Cfg) {
-        cfg_denoiser = CfgDenoiser::new(&m.model, &diffusion, m.train.objective, &prompts, a.scale)
+        cfg_denoiser = CfgDenoiser::new(&model, &diffusion, m.train.objective, &prompts, a.scale)
             .context("--guidance cfg")?;
         &cfg_denoiser
     } else {
         plain = UNetDenoiser {
-            model: &m.model,
+            model: &model,
             diffusion: &diffusion,
             objective: m.train.objective,
-            cond: null.as_ref(),
+            // A caption-conditioned network reads ∅ (unguided, or CLIP-guided) without one.
+            cond: None,
         };
         &plain
     };

@@ -542,7 +542,7 @@ impl UNet {
     }
 
     /// `x`: (B, C, H, W) noisy images; `t`: the integer timestep of each row; `cond`: optional
-    /// (B, cond_dim) conditioning; `rng`: dropout randomness in training, `None` in evaluation.
+    /// (B, cond_dim) conditioning (none for a caption-conditioned network means ∅); `rng`: dropout randomness in training, `None` in evaluation.
     pub fn forward(
         &self,
         x: &Tensor,
@@ -555,6 +555,15 @@ impl UNet {
         let mut temb = self
             .temb2
             .forward(&ops::silu(&self.temb1.forward(&emb)?)?)?;
+        // A caption-conditioned network given no caption reads ∅.
+        let null;
+        let cond = match (cond, &self.text) {
+            (None, Some(_)) => {
+                null = self.embed_captions(&vec![""; x.dim(0)?], x.device())?;
+                Some(&null)
+            }
+            (c, _) => c,
+        };
         match (&self.cond_proj, cond) {
             (Some(p), Some(c)) => temb = (temb + p.forward(c)?)?,
             (None, Some(_)) => {
