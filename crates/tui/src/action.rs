@@ -20,7 +20,7 @@ pub enum Action {
     OpenFilter,
     FilterChar(char),
     FilterBackspace,
-    /// Empties the filter line being edited.
+    /// Empties the filter (the line being edited, or the one in force).
     FilterClear,
     /// Keeps the edited filter and leaves the filter line.
     FilterApply,
@@ -82,7 +82,9 @@ pub fn from_key(key: KeyEvent, mode: Mode) -> Option<Action> {
 
 fn normal_key(key: KeyEvent, ctrl: bool) -> Option<Action> {
     Some(match key.code {
-        KeyCode::Char('q') | KeyCode::Esc => Action::Quit,
+        KeyCode::Char('q') => Action::Quit,
+        // Not quit: Esc is what people press to back out of something.
+        KeyCode::Esc => Action::FilterClear,
         KeyCode::Char('j') | KeyCode::Down => Action::Down,
         KeyCode::Char('k') | KeyCode::Up => Action::Up,
         KeyCode::Char('d') if ctrl => Action::PageDown,
@@ -145,7 +147,7 @@ mod tests {
             (KeyCode::Char('m'), Action::ToggleSmooth),
             (KeyCode::Char('?'), Action::ToggleHelp),
             (KeyCode::Char('q'), Action::Quit),
-            (KeyCode::Esc, Action::Quit),
+            (KeyCode::Esc, Action::FilterClear),
             (KeyCode::Tab, Action::NextTab),
             (KeyCode::Char('G'), Action::Bottom),
         ];

@@ -3,7 +3,7 @@
 //! - `word` — the run's name or sweep contains it (case-insensitive);
 //! - `key=value`, `key!=value` — a config key (`schedule=cosine`, `T=1000`, `lr=1e-3`; numbers
 //!   compare as numbers) or one of the run's own fields `sweep`, `name`, `status`, `device`,
-//!   `host`, `id`.
+//!   `host`, `worker`, `slurm` (the job, or `JOB_TASK`), `id`.
 //!
 //! A run's name is itself such a list (`schedule=cosine,T=100`), so pasting one selects it.
 
@@ -113,7 +113,9 @@ impl Filter {
     }
 }
 
-const RUN_FIELDS: [&str; 6] = ["sweep", "name", "status", "device", "host", "id"];
+const RUN_FIELDS: [&str; 8] = [
+    "sweep", "name", "status", "device", "host", "worker", "slurm", "id",
+];
 
 fn field_matches(run: &RunInfo, key: &str, want: &str) -> bool {
     let text = |s: Option<&str>| s.is_some_and(|s| s.eq_ignore_ascii_case(want));
@@ -125,6 +127,9 @@ fn field_matches(run: &RunInfo, key: &str, want: &str) -> bool {
         }
         "device" => text(run.device.as_deref()),
         "host" => text(run.host.as_deref()),
+        "worker" => text(run.worker.as_deref()),
+        // The whole array job, or one task of it.
+        "slurm" => text(run.slurm_job.as_deref()) || text(run.slurm().as_deref()),
         "id" => want.parse::<i64>().is_ok_and(|id| id == run.id),
         _ => config_value(run, key).is_some_and(|v| value_matches(v, want)),
     }
@@ -149,9 +154,9 @@ fn value_matches(v: &Value, want: &str) -> bool {
         },
         Value::Bool(b) => want.eq_ignore_ascii_case(if *b { "true" } else { "false" }),
         Value::Null => want.eq_ignore_ascii_case("null") || want.eq_ignore_ascii_case("none"),
+        // Compared as JSON, so spacing does not matter: `[1,2]` is `[1, 2]`.
         Value::Array(_) | Value::Object(_) => {
-            let compact: String = want.chars().filter(|c| !c.is_whitespace()).collect();
-            v.to_string() == compact
+            serde_json::from_str::<Value>(want).is_ok_and(|w| w == *v)
         }
     }
 }
@@ -162,36 +167,21 @@ mod tests {
     use ddlab_store::RunStatus;
 
     fn run(id: i64, name: &str, config: Value) -> RunInfo {
+        let Value::Object(config) = config else {
+            panic!("a config is a JSON object");
+        };
         RunInfo {
-            id,
             sweep_id: Some(1),
             sweep: Some("quickstart".into()),
             name: name.into(),
             status: RunStatus::Completed,
-            stalled: false,
-            steps_done: 0,
-            steps_total: 100,
-            steps_per_s: None,
-            last_loss: None,
-            best_loss: None,
-            nll_bpd: None,
-            nll_bpd_stderr: None,
-            dataset: "shapes".into(),
-            model: "small".into(),
-            schedule: String::new(),
-            t: 0,
-            seed: 0,
             device: Some("cpu".into()),
             host: Some("node1".into()),
-            worker: None,
-            attempts: 1,
-            started_at: None,
-            finished_at: None,
-            error: None,
-            config: match config {
-                Value::Object(m) => m,
-                _ => unreachable!(),
-            },
+            worker: Some("node1:77".into()),
+            slurm_job: Some("4242".into()),
+            slurm_task: Some(id),
+            config,
+            ..RunInfo::blank(id)
         }
     }
 
@@ -256,12 +246,17 @@ mod tests {
         assert_eq!(hits("lr=2e-4"), vec![2]);
         assert_eq!(hits("clip_x0=false"), vec![2]);
         assert_eq!(hits("channel_mult=[1,2]"), vec![1]);
+        assert_eq!(hits("channel_mult=[1, 2, 2]"), vec![2]);
         assert_eq!(hits("data_dir=none"), vec![1]);
         assert_eq!(hits("schedule!=cosine"), vec![2]);
         assert_eq!(hits("linear"), vec![2]);
         assert_eq!(hits("quick"), vec![1, 2]);
         assert_eq!(hits("sweep=quickstart status=completed id=2"), vec![2]);
         assert_eq!(hits("host=node1 device=cpu"), vec![1, 2]);
+        assert_eq!(hits("worker=node1:77"), vec![1, 2]);
+        assert_eq!(hits("slurm=4242"), vec![1, 2]);
+        assert_eq!(hits("slurm=4242_2"), vec![2]);
+        assert_eq!(hits("slurm=424"), Vec::<i64>::new());
         // A run's name is a filter that selects it.
         assert_eq!(hits("schedule=linear,T=100"), vec![2]);
         assert_eq!(hits("nosuchkey=1"), Vec::<i64>::new());

@@ -2,7 +2,7 @@
 //!
 //! Three threads: the loader queries the store on its own runtime and sends [`Snapshot`]s, the
 //! input thread forwards terminal events, and the UI thread turns both into state changes
-//! ([`App::update`], [`App::apply`]) and redraws at most 20 times a second, only when something
+//! ([`App::update`], [`App::apply`]) and redraws at most 10 times a second, only when something
 //! changed. The UI thread never waits for the database.
 //!
 //! Module map: [`action`] (keys → actions), [`app`] (state), [`filter`], [`sort`], [`loader`]
@@ -35,8 +35,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-/// Redraws are at least this far apart (at most 20 frames a second).
-pub const MIN_FRAME: Duration = Duration::from_millis(50);
+/// Redraws are at least this far apart (at most 10 frames a second).
+pub const MIN_FRAME: Duration = Duration::from_millis(100);
 
 /// How the dashboard starts.
 #[derive(Debug, Clone)]
@@ -88,9 +88,9 @@ pub fn run(db_url: &str, options: TuiOptions) -> anyhow::Result<()> {
     let mut app = App::new(config, Rect::new(0, 0, size.width, size.height));
 
     let (tx, rx) = mpsc::channel();
-    let loader_tx = tx.clone();
+    let loader_tx = LoaderSender(tx.clone());
     let loader = loader::spawn(rt, store, options.refresh, app.request(), move |r| {
-        loader_tx.send(Msg::Loaded(r)).is_ok()
+        loader_tx.0.send(Msg::Loaded(r)).is_ok()
     })?;
     let input = InputThread::spawn(tx)?;
     let result = event_loop(&mut guard.terminal, &mut app, &rx, &loader);
@@ -105,6 +105,19 @@ enum Msg {
     Input(Event),
     InputFailed(std::io::Error),
     Loaded(Result<Snapshot, String>),
+    /// The loader thread ended (it only does so on its own by panicking).
+    LoaderGone,
+}
+
+/// The loader's way to the UI thread. It is dropped with the loader's closure, also when the
+/// loader panics, and then says so: the dashboard must not sit on stale data with a terminal
+/// the panic hook already gave back.
+struct LoaderSender(mpsc::Sender<Msg>);
+
+impl Drop for LoaderSender {
+    fn drop(&mut self) {
+        let _ = self.0.send(Msg::LoaderGone);
+    }
 }
 
 fn event_loop<B: Backend>(
@@ -143,6 +156,7 @@ fn event_loop<B: Backend>(
             }
             Msg::InputFailed(e) => bail!("cannot read the terminal: {e}"),
             Msg::Loaded(r) => dirty |= app.apply(r),
+            Msg::LoaderGone => bail!("the dashboard's loader stopped unexpectedly"),
         }
         if app.quit {
             return Ok(());

@@ -89,6 +89,8 @@ impl Loader {
                 device: r.device,
                 host: r.host,
                 worker: r.worker,
+                slurm_job: r.slurm_job,
+                slurm_task: r.slurm_task,
                 attempts: r.attempts,
                 started_at: r.started_at,
                 finished_at: r.finished_at,

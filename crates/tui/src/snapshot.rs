@@ -44,6 +44,9 @@ pub struct RunInfo {
     pub device: Option<String>,
     pub host: Option<String>,
     pub worker: Option<String>,
+    /// The Slurm array job and task that ran it last, when it ran under Slurm.
+    pub slurm_job: Option<String>,
+    pub slurm_task: Option<i64>,
     pub attempts: i64,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -58,6 +61,50 @@ impl RunInfo {
         let sps = self.steps_per_s.filter(|s| *s > 0.0)?;
         (self.status == RunStatus::Running && !self.stalled)
             .then(|| (self.steps_total - self.steps_done).max(0) as f64 / sps)
+    }
+
+    /// Slurm's name for the task, `JOB_TASK` (as `squeue` and `sacct` show it), or the job.
+    pub fn slurm(&self) -> Option<String> {
+        let job = self.slurm_job.as_deref()?;
+        Some(match self.slurm_task {
+            Some(t) => format!("{job}_{t}"),
+            None => job.to_string(),
+        })
+    }
+
+    /// A pending run with nothing recorded, for unit tests to adjust with `..`.
+    #[cfg(test)]
+    pub(crate) fn blank(id: i64) -> RunInfo {
+        RunInfo {
+            id,
+            sweep_id: None,
+            sweep: None,
+            name: String::new(),
+            status: RunStatus::Pending,
+            stalled: false,
+            steps_done: 0,
+            steps_total: 1,
+            steps_per_s: None,
+            last_loss: None,
+            best_loss: None,
+            nll_bpd: None,
+            nll_bpd_stderr: None,
+            dataset: String::new(),
+            model: String::new(),
+            schedule: String::new(),
+            t: 0,
+            seed: 0,
+            device: None,
+            host: None,
+            worker: None,
+            slurm_job: None,
+            slurm_task: None,
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            config: serde_json::Map::new(),
+        }
     }
 
     /// Done fraction in [0, 1].

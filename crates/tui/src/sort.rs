@@ -76,32 +76,12 @@ mod tests {
 
     fn run(id: i64, name: &str, status: RunStatus, loss: Option<f64>, nll: Option<f64>) -> RunInfo {
         RunInfo {
-            id,
-            sweep_id: None,
-            sweep: None,
             name: name.into(),
             status,
-            stalled: false,
-            steps_done: 0,
-            steps_total: 1,
-            steps_per_s: None,
             last_loss: loss,
             best_loss: loss,
             nll_bpd: nll,
-            nll_bpd_stderr: None,
-            dataset: String::new(),
-            model: String::new(),
-            schedule: String::new(),
-            t: 0,
-            seed: 0,
-            device: None,
-            host: None,
-            worker: None,
-            attempts: 0,
-            started_at: None,
-            finished_at: None,
-            error: None,
-            config: Default::default(),
+            ..RunInfo::blank(id)
         }
     }
 

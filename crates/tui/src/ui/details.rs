@@ -6,11 +6,14 @@ use crate::snapshot::{RunInfo, SweepInfo};
 use crate::ui::format;
 use ddlab_store::EvalRow;
 use ratatui::Frame;
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 use serde_json::Value;
+
+/// From this inner width on, the config goes beside the run's state instead of below it.
+const SIDE_BY_SIDE_MIN: u16 = 70;
 
 /// Why a config key is where it is in the list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -152,6 +155,9 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
         if let Some(w) = &run.worker {
             s.push_str(&format!(" ({w})"));
         }
+        if let Some(job) = run.slurm() {
+            s.push_str(&format!(" · Slurm {job}"));
+        }
         lines.push(Line::raw(s));
     }
     let mut times = Vec::new();
@@ -190,11 +196,10 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
         }
     }
 
-    lines.push(Line::default());
-    lines.push(Line::from(vec![
+    let mut config = vec![Line::from(vec![
         Span::styled("Config ", bold),
-        Span::styled("★ varied · • set by the sweep", dim),
-    ]));
+        Span::styled("★ varies · • set in [base]", dim),
+    ])];
     let entries = config_entries(run, sweep, app.runs());
     let w = entries
         .iter()
@@ -208,56 +213,42 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
             Origin::Set => ("• ", Style::new()),
             Origin::Other => ("  ", dim),
         };
-        lines.push(Line::from(vec![
+        config.push(Line::from(vec![
             Span::styled(mark, style),
             Span::styled(format!("{:<w$} ", e.key), style),
             Span::styled(e.value, style),
         ]));
     }
-    frame.render_widget(
-        Paragraph::new(lines)
-            .block(block)
-            .wrap(Wrap { trim: false }),
-        area,
-    );
+
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    // A wide, low panel (the compact layout's tab) puts the config beside the rest, so that
+    // neither is cut off; a narrow, tall one lists it below.
+    if inner.width >= SIDE_BY_SIDE_MIN {
+        let [left, right] = Layout::horizontal([Constraint::Percentage(55), Constraint::Fill(1)])
+            .spacing(1)
+            .areas(inner);
+        frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), left);
+        frame.render_widget(Paragraph::new(config).wrap(Wrap { trim: false }), right);
+    } else {
+        lines.push(Line::default());
+        lines.extend(config);
+        frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ddlab_store::RunStatus;
 
     fn run(id: i64, sweep_id: Option<i64>, config: Value) -> RunInfo {
+        let Value::Object(config) = config else {
+            panic!("a config is a JSON object");
+        };
         RunInfo {
-            id,
             sweep_id,
-            sweep: None,
-            name: String::new(),
-            status: RunStatus::Pending,
-            stalled: false,
-            steps_done: 0,
-            steps_total: 1,
-            steps_per_s: None,
-            last_loss: None,
-            best_loss: None,
-            nll_bpd: None,
-            nll_bpd_stderr: None,
-            dataset: String::new(),
-            model: String::new(),
-            schedule: String::new(),
-            t: 0,
-            seed: 0,
-            device: None,
-            host: None,
-            worker: None,
-            attempts: 0,
-            started_at: None,
-            finished_at: None,
-            error: None,
-            config: match config {
-                Value::Object(m) => m,
-                _ => unreachable!(),
-            },
+            config,
+            ..RunInfo::blank(id)
         }
     }
 

@@ -41,7 +41,7 @@ pub fn value(v: f64) -> String {
         format!("{v}")
     } else if a == 0.0 {
         "0".into()
-    } else if a >= 1000.0 || a < 1e-3 {
+    } else if !(1e-3..1000.0).contains(&a) {
         format!("{v:.2e}")
     } else if a >= 100.0 {
         format!("{v:.1}")
@@ -124,7 +124,8 @@ mod tests {
         assert_eq!(steps(950.0), "950");
         assert_eq!(steps(1500.0), "1.5k");
         assert_eq!(steps(1_000_000.0), "1.0M");
-        assert_eq!(speed(3.14159), "3.14");
+        assert_eq!(speed(4.56789), "4.57");
+        assert_eq!(speed(12.34), "12.3");
         assert_eq!(timestamp("2026-11-25T07:54:12.345Z"), "2026-11-25 07:54:12");
     }
 }

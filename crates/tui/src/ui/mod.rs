@@ -128,25 +128,12 @@ fn footer(frame: &mut Frame, app: &App, area: Rect) {
         }
         Line::from(spans)
     } else {
+        // The filter in force first: it explains why runs are missing.
         let mut spans = Vec::new();
-        let hints: [(&'static str, &'static str); 8] = [
-            ("j/k", " move "),
-            ("⏎", " compare "),
-            ("/", " filter "),
-            ("s", " sort "),
-            ("l", " log "),
-            ("m", " smooth "),
-            ("?", " help "),
-            ("q", " quit "),
-        ];
-        for (k, what) in hints {
-            spans.push(key(k));
-            spans.push(Span::raw(what));
-        }
         if !app.filter.is_empty() {
             spans.push(Span::styled(
                 format!(
-                    " filter: {} ({}/{})",
+                    "filter {} ({}/{}) ",
                     app.filter_text,
                     app.visible_runs,
                     app.runs().len()
@@ -156,12 +143,71 @@ fn footer(frame: &mut Frame, app: &App, area: Rect) {
             let unknown = app.filter.unknown_keys(app.runs());
             if !unknown.is_empty() && app.snapshot.is_some() {
                 spans.push(Span::styled(
-                    format!(" no run has {}", unknown.join(", ")),
+                    format!("no run has {} ", unknown.join(", ")),
                     Style::new().fg(Color::Red),
                 ));
             }
         }
+        // Then the keys, as many as fit, dropping the least needed first (`?` lists them all).
+        let used: usize = spans.iter().map(Span::width).sum();
+        for (k, what) in fitting_hints(area.width as usize - used.min(area.width as usize)) {
+            spans.push(key(k));
+            spans.push(Span::raw(what));
+        }
         Line::from(spans)
     };
     frame.render_widget(Paragraph::new(line), area);
+}
+
+/// Key hints of the footer in display order, with their priority (lower goes last).
+const HINTS: [(&str, &str, u8); 8] = [
+    ("j/k", " move ", 6),
+    ("⏎", " compare ", 5),
+    ("/", " filter ", 4),
+    ("s", " sort ", 2),
+    ("l", " log ", 1),
+    ("m", " smooth ", 0),
+    ("?", " help ", 7),
+    ("q", " quit ", 8),
+];
+
+/// The hints that fit in `width` columns: the most needed ones, in display order.
+fn fitting_hints(width: usize) -> Vec<(&'static str, &'static str)> {
+    let len = |(k, what, _): &(&str, &str, u8)| k.chars().count() + what.chars().count();
+    let mut by_priority: Vec<usize> = (0..HINTS.len()).collect();
+    by_priority.sort_by_key(|&i| std::cmp::Reverse(HINTS[i].2));
+    let mut keep = [false; HINTS.len()];
+    let mut used = 0;
+    for i in by_priority {
+        if used + len(&HINTS[i]) > width {
+            break;
+        }
+        used += len(&HINTS[i]);
+        keep[i] = true;
+    }
+    HINTS
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| *k)
+        .map(|((k, what, _), _)| (*k, *what))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn footer_hints_drop_the_least_needed_first() {
+        let keys = |w| -> Vec<&str> { fitting_hints(w).iter().map(|h| h.0).collect() };
+        assert_eq!(keys(200), ["j/k", "⏎", "/", "s", "l", "m", "?", "q"]);
+        // "j/k move ⏎ compare / filter ? help q quit " is 42 columns, " sort " 7 more.
+        assert_eq!(keys(41), ["j/k", "⏎", "?", "q"]);
+        assert_eq!(keys(42), ["j/k", "⏎", "/", "?", "q"]);
+        assert_eq!(keys(48), ["j/k", "⏎", "/", "?", "q"]);
+        assert_eq!(keys(49), ["j/k", "⏎", "/", "s", "?", "q"]);
+        assert_eq!(keys(14), ["?", "q"]);
+        assert_eq!(keys(13), ["q"]);
+        assert_eq!(keys(0), Vec::<&str>::new());
+    }
 }

@@ -27,6 +27,8 @@ enum Col {
     T,
     Device,
     Host,
+    /// Slurm's `JOB_TASK`; only when some run ran under Slurm.
+    Slurm,
 }
 
 impl Col {
@@ -46,6 +48,7 @@ impl Col {
             Col::T => "T",
             Col::Device => "device",
             Col::Host => "host",
+            Col::Slurm => "slurm",
         }
     }
 
@@ -65,6 +68,7 @@ impl Col {
             Col::T => 5,
             Col::Device => 7,
             Col::Host => 10,
+            Col::Slurm => 10,
         })
     }
 
@@ -77,14 +81,17 @@ impl Col {
 }
 
 /// Columns for a table of this inner width: everything when there is room, the essentials in
-/// an 80-column terminal.
-fn columns(width: u16) -> (Vec<Col>, bool) {
+/// an 80-column terminal. `slurm`: some run ran under Slurm.
+fn columns(width: u16, slurm: bool) -> (Vec<Col>, bool) {
     use Col::*;
     if width >= 150 {
-        let all = vec![
+        let mut all = vec![
             Mark, Id, Name, Status, Progress, Speed, Eta, Loss, Best, Nll, Schedule, T, Device,
             Host,
         ];
+        if slurm {
+            all.push(Slurm);
+        }
         (all, true)
     } else if width >= 110 {
         (
@@ -111,15 +118,18 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
     let rows = area.height.saturating_sub(3) as usize;
     let below = app.lines.len().saturating_sub(app.table_offset + rows);
     if app.table_offset > 0 || below > 0 {
-        block = block.title_bottom(Line::from(format!(
-            " {}{} more ",
-            if app.table_offset > 0 { "↑ " } else { "" },
-            if below > 0 {
-                format!("↓ {below}")
-            } else {
-                String::new()
-            }
-        )).right_aligned());
+        block = block.title_bottom(
+            Line::from(format!(
+                " {}{} more ",
+                if app.table_offset > 0 { "↑ " } else { "" },
+                if below > 0 {
+                    format!("↓ {below}")
+                } else {
+                    String::new()
+                }
+            ))
+            .right_aligned(),
+        );
     }
     let inner = block.inner(area);
     frame.render_widget(block, area);
@@ -145,7 +155,8 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
         return;
     }
 
-    let (cols, wide) = columns(inner.width);
+    let slurm = runs.iter().any(|r| r.slurm_job.is_some());
+    let (cols, wide) = columns(inner.width, slurm);
     let rects = Layout::horizontal(cols.iter().map(|c| c.width(wide)))
         .spacing(1)
         .split(Rect::new(inner.x, 0, inner.width, 1));
@@ -263,6 +274,7 @@ fn cell<'a>(app: &App, run: &'a RunInfo, col: Col, width: u16) -> Line<'a> {
         Col::T => Line::raw(run.t.to_string()),
         Col::Device => Line::raw(run.device.clone().unwrap_or_default()),
         Col::Host => Line::raw(run.host.clone().unwrap_or_default()),
+        Col::Slurm => Line::raw(run.slurm().unwrap_or_default()),
     }
 }
 
