@@ -606,3 +606,59 @@ fn unknown_sweep_is_an_error_before_the_screen_is_touched() {
     let msg = format!("{:#}", ddlab_tui::run(&url, options).unwrap_err());
     assert!(msg.contains("no-such-sweep"), "{msg}");
 }
+
+#[test]
+fn silent_worker_shows_as_stalled_without_an_eta() {
+    let fx = Fixture::new();
+    let ids = running_sweep(&fx);
+    let (app, _) = fx.app(120, 40, "status=running");
+    assert_eq!(app.selected_run().unwrap().eta_secs(), Some(225.0));
+    assert!(!render(&app).contains("stalled"));
+
+    // The worker's last heartbeat was ten minutes ago: it is probably dead.
+    let old = "2000-01-01T00:00:00.000Z";
+    fx.block(
+        sqlx::query("UPDATE runs SET heartbeat_at = $1 WHERE id = $2")
+            .bind(old)
+            .bind(ids.running)
+            .execute(fx.store.pool()),
+    )
+    .unwrap();
+    let (app, _) = fx.app(120, 40, "status=stalled");
+    let run = app
+        .selected_run()
+        .expect("the stalled run passes `status=stalled`");
+    assert_eq!(run.id, ids.running);
+    assert!(run.stalled);
+    assert_eq!(run.eta_secs(), None);
+    let text = render(&app);
+    assert!(text.contains("1 stalled"), "the sweep heading counts it");
+    assert!(text.contains("stalled    "), "the status column says so");
+}
+
+#[test]
+fn log_scale_and_smoothing_change_the_curves_not_the_data() {
+    let fx = Fixture::new();
+    let ids = running_sweep(&fx);
+    let (mut app, mut loader) = fx.app(120, 40, "");
+    assert_eq!(app.selected, Some(ids.completed));
+    let linear = app.chart.series[0].points.clone();
+    fx.act(&mut app, &mut loader, &[Action::ToggleLog]);
+    let log = &app.chart.series[0].points;
+    assert_eq!(log.len(), linear.len());
+    for (a, b) in linear.iter().zip(log) {
+        assert_eq!(a.0, b.0);
+        assert!((a.1.log10() - b.1).abs() < 1e-12);
+    }
+    assert!(render(&app).contains("(log)"));
+    fx.act(
+        &mut app,
+        &mut loader,
+        &[Action::ToggleLog, Action::ToggleSmooth],
+    );
+    let smooth = &app.chart.series[0].points;
+    let roughness =
+        |p: &[(f64, f64)]| -> f64 { p.windows(2).map(|w| (w[1].1 - w[0].1).abs()).sum() };
+    assert!(roughness(smooth) < roughness(&linear));
+    assert!(render(&app).contains("(EMA)"));
+}
