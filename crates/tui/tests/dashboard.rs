@@ -662,3 +662,38 @@ fn log_scale_and_smoothing_change_the_curves_not_the_data() {
     assert!(roughness(smooth) < roughness(&linear));
     assert!(render(&app).contains("(EMA)"));
 }
+
+#[test]
+fn selected_row_stays_readable() {
+    let fx = Fixture::new();
+    running_sweep(&fx);
+    let (mut app, mut loader) = fx.app(160, 48, "");
+    // The pending run: grey status, grey bar and dashes, on the selection's grey background.
+    fx.act(
+        &mut app,
+        &mut loader,
+        &[Action::Down, Action::Down, Action::Down],
+    );
+    assert_eq!(
+        app.selected_run().map(|r| r.status),
+        Some(RunStatus::Pending)
+    );
+    let t = terminal(&app);
+    let buf = t.backend().buffer();
+    let y = (0..buf.area.height)
+        .find(|&y| {
+            let row: String = (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect();
+            row.contains("schedule=cosine,T=1000") && row.contains("pending")
+        })
+        .expect("the pending run's row");
+    let mut checked = 0;
+    for x in 1..buf.area.width - 1 {
+        let c = &buf[(x, y)];
+        assert_eq!(c.bg, ddlab_tui::ui::runs_table::SELECTED_BG, "column {x}");
+        if c.symbol() != " " {
+            assert_ne!(c.fg, c.bg, "`{}` at column {x} is invisible", c.symbol());
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "{checked} cells checked");
+}

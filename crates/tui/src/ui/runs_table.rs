@@ -11,6 +11,9 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 
+/// Background of the selected run's row.
+pub const SELECTED_BG: Color = Color::DarkGray;
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Col {
     Mark,
@@ -215,18 +218,22 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
                 if selected {
                     buf.set_style(
                         Rect::new(inner.x, y, inner.width, 1),
-                        Style::new().bg(Color::DarkGray),
+                        Style::new().bg(SELECTED_BG),
                     );
                 }
                 for (c, r) in cols.iter().zip(rects.iter()) {
                     put(buf, *r, y, cell(app, run, *c, r.width), c.right_aligned());
                 }
                 if selected {
-                    // Bold after the cells, so it applies to every one of them.
-                    buf.set_style(
-                        Rect::new(inner.x, y, inner.width, 1),
-                        Style::new().add_modifier(Modifier::BOLD),
-                    );
+                    // After the cells, so it applies to every one of them: bold, and the dim
+                    // grey of pending runs and empty values lifted off the grey background.
+                    for x in inner.x..inner.x + inner.width {
+                        let c = &mut buf[(x, y)];
+                        if c.fg == SELECTED_BG {
+                            c.set_fg(Color::Gray);
+                        }
+                        c.modifier.insert(Modifier::BOLD);
+                    }
                 }
             }
         }
