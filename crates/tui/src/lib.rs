@@ -92,9 +92,11 @@ pub fn run(db_url: &str, options: TuiOptions) -> anyhow::Result<()> {
     let loader = loader::spawn(rt, store, options.refresh, app.request(), move |r| {
         loader_tx.0.send(Msg::Loaded(r)).is_ok()
     })?;
-    let input = InputThread::spawn(tx)?;
+    let termination = terminal::Termination::register()?;
+    let input = InputThread::spawn(tx, termination.flag.clone())?;
     let result = event_loop(&mut guard.terminal, &mut app, &rx, &loader);
     drop(input);
+    drop(termination);
     drop(loader);
     drop(guard);
     result
@@ -107,6 +109,8 @@ enum Msg {
     Loaded(Result<Snapshot, String>),
     /// The loader thread ended (it only does so on its own by panicking).
     LoaderGone,
+    /// A termination signal arrived.
+    Terminated,
 }
 
 /// The loader's way to the UI thread. It is dropped with the loader's closure, also when the
@@ -157,6 +161,7 @@ fn event_loop<B: Backend>(
             Msg::InputFailed(e) => bail!("cannot read the terminal: {e}"),
             Msg::Loaded(r) => dirty |= app.apply(r),
             Msg::LoaderGone => bail!("the dashboard's loader stopped unexpectedly"),
+            Msg::Terminated => return Ok(()),
         }
         if app.quit {
             return Ok(());
@@ -172,23 +177,29 @@ fn event_loop<B: Backend>(
     }
 }
 
-/// Forwards terminal events. Polls with a timeout so that it notices when to stop and never
-/// keeps reading stdin after the dashboard has returned.
+/// Forwards terminal events, and termination signals (`terminated`). Polls with a timeout so
+/// that it notices both flags and never keeps reading stdin after the dashboard has returned.
 struct InputThread {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl InputThread {
-    fn spawn(tx: mpsc::Sender<Msg>) -> std::io::Result<InputThread> {
+    fn spawn(tx: mpsc::Sender<Msg>, terminated: Arc<AtomicBool>) -> std::io::Result<InputThread> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("ddlab-tui-input".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
+                    if terminated.load(Ordering::Relaxed) {
+                        let _ = tx.send(Msg::Terminated);
+                        break;
+                    }
                     let msg = match event::poll(Duration::from_millis(100)) {
                         Ok(false) => continue,
+                        // A signal arrived during the wait: the flag above says which.
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Ok(true) => match event::read() {
                             Ok(ev) => Msg::Input(ev),
                             Err(e) => Msg::InputFailed(e),

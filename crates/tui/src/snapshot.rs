@@ -56,11 +56,12 @@ pub struct RunInfo {
 }
 
 impl RunInfo {
-    /// Seconds left at the current speed, for a run that is running.
+    /// Seconds of training left at the current speed, for a run that is training (not for one
+    /// past its last step, which is sampling and evaluating).
     pub fn eta_secs(&self) -> Option<f64> {
         let sps = self.steps_per_s.filter(|s| *s > 0.0)?;
-        (self.status == RunStatus::Running && !self.stalled)
-            .then(|| (self.steps_total - self.steps_done).max(0) as f64 / sps)
+        let left = self.steps_total - self.steps_done;
+        (self.status == RunStatus::Running && !self.stalled && left > 0).then(|| left as f64 / sps)
     }
 
     /// Slurm's name for the task, `JOB_TASK` (as `squeue` and `sacct` show it), or the job.
@@ -144,4 +145,37 @@ pub struct SampleImage {
     pub count: i64,
     /// The decoded grid, or why it could not be decoded.
     pub image: Result<RgbImage, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eta_only_while_training() {
+        let run = |status, done, stalled| RunInfo {
+            status,
+            steps_done: done,
+            steps_total: 1000,
+            steps_per_s: Some(4.0),
+            stalled,
+            ..RunInfo::blank(1)
+        };
+        assert_eq!(run(RunStatus::Running, 600, false).eta_secs(), Some(100.0));
+        // Past the last step it samples and evaluates: no training time left to estimate.
+        assert_eq!(run(RunStatus::Running, 1000, false).eta_secs(), None);
+        assert_eq!(run(RunStatus::Running, 600, true).eta_secs(), None);
+        assert_eq!(run(RunStatus::Interrupted, 600, false).eta_secs(), None);
+        assert_eq!(run(RunStatus::Running, 600, false).progress(), 0.6);
+    }
+
+    #[test]
+    fn slurm_task_names() {
+        let mut r = RunInfo::blank(1);
+        assert_eq!(r.slurm(), None);
+        r.slurm_job = Some("73125".into());
+        assert_eq!(r.slurm().as_deref(), Some("73125"));
+        r.slurm_task = Some(3);
+        assert_eq!(r.slurm().as_deref(), Some("73125_3"));
+    }
 }

@@ -52,10 +52,19 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
         ColorMode::Ansi256 => " · 256 colours",
         ColorMode::Grey => " · grey",
     };
-    let caption = format!(
+    // The long form when it fits, else the short one.
+    let long = format!(
         "step {} · {} {} steps · {} images{mode}",
         sample.step, sample.sampler, sample.sample_steps, sample.count
     );
+    let caption = if long.chars().count() <= caption_area.width as usize {
+        long
+    } else {
+        format!(
+            "step {} · {}×{} · {}",
+            sample.step, sample.sampler, sample.sample_steps, sample.count
+        )
+    };
     frame.render_widget(Paragraph::new(caption.dark_gray()), caption_area);
     match (&sample.image, &app.sample) {
         (Err(e), _) => frame.render_widget(
