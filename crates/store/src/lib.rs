@@ -7,6 +7,7 @@
 //! per backend, applied on connect. Queries are checked at run time, so a fresh clone builds
 //! with no database present.
 
+mod dashboard;
 mod rows;
 mod time;
 

@@ -9,6 +9,7 @@ pub mod sample;
 pub mod schedule;
 pub mod sweep;
 pub mod train;
+pub mod tui;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

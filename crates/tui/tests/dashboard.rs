@@ -1,0 +1,699 @@
+//! The dashboard rendered into ratatui's `TestBackend` from real SQLite stores, loaded through
+//! the same [`Loader`] the live app uses, and compared with the committed snapshots in
+//! `tests/snapshots/` (`INSTA_UPDATE=always cargo test -p ddlab-tui` rewrites them; review the
+//! diff). The temporary directory and wall-clock times are filtered out; run ids come from a
+//! fresh database, so they are the same on every run and stay in.
+
+use ddlab_store::{MetricRow, NewRun, NewSample, RunStatus, Store, WorkerInfo, sqlite_url};
+use ddlab_tui::action::Action;
+use ddlab_tui::halfblock::ColorMode;
+use ddlab_tui::layout::Tab;
+use ddlab_tui::loader::Loader;
+use ddlab_tui::{App, AppConfig, ui};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::layout::Rect;
+use ratatui::style::Color;
+use std::time::{Duration, Instant};
+
+const SPEC: &str = r#"[sweep]
+name = "quickstart"
+description = "linear vs cosine noise schedule at T = 100 and T = 1000"
+
+[base]
+dataset = "shapes"
+model = "small"
+steps = 1500
+lr = 1e-3
+
+[grid]
+schedule = ["linear", "cosine"]
+T = [100, 1000]
+"#;
+
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    store: Store,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url = sqlite_url(&dir.path().join("ddlab.sqlite"));
+        let store = rt.block_on(Store::connect(&url, true)).unwrap();
+        Fixture { rt, store, dir }
+    }
+
+    /// An app of this size, loaded until what it asks for is what it has.
+    fn app(&self, w: u16, h: u16, filter: &str) -> (App, Loader) {
+        let app = App::new(
+            AppConfig {
+                source: self.store.display_url(),
+                refresh: Duration::from_secs(1),
+                filter: filter.into(),
+                color_mode: ColorMode::TrueColor,
+            },
+            Rect::new(0, 0, w, h),
+        );
+        let mut loader = Loader::default();
+        let mut app = app;
+        self.settle(&mut app, &mut loader);
+        (app, loader)
+    }
+
+    /// Loads as the live loader thread would after each change of request.
+    fn settle(&self, app: &mut App, loader: &mut Loader) {
+        for _ in 0..5 {
+            let req = app.request();
+            let snap = self.rt.block_on(loader.load(&self.store, &req)).unwrap();
+            app.apply(Ok(snap));
+            if app.request() == req {
+                return;
+            }
+        }
+        panic!("the request did not settle");
+    }
+
+    fn act(&self, app: &mut App, loader: &mut Loader, actions: &[Action]) {
+        for a in actions {
+            app.update(*a);
+        }
+        self.settle(app, loader);
+    }
+
+    fn block<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+}
+
+fn render(app: &App) -> String {
+    terminal(app).backend().to_string()
+}
+
+fn terminal(app: &App) -> Terminal<TestBackend> {
+    let mut t = Terminal::new(TestBackend::new(app.size.width, app.size.height)).unwrap();
+    ui::render(&mut t, app).unwrap();
+    t
+}
+
+/// Snapshot with the temporary directory and the wall-clock times filtered out.
+macro_rules! snap {
+    ($fx:expr, $name:expr, $app:expr) => {{
+        let dir = $fx.dir.path().display().to_string();
+        let mut settings = insta::Settings::clone_current();
+        settings.add_filter(&regex_escape(&dir), "[TMP]");
+        // Same width as the time, so the panels' borders stay where they are.
+        settings.add_filter(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "YYYY-MM-DD hh:mm:ss");
+        settings.bind(|| insta::assert_snapshot!($name, render($app)));
+    }};
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$#&-~".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+/// A deterministic, plausible loss curve.
+fn loss_at(step: i64, floor: f64) -> f64 {
+    floor + 0.9 * (-(step as f64) / 300.0).exp() + 0.01 * ((step as f64) * 0.7).sin()
+}
+
+fn loss_rows(run_id: i64, steps: std::ops::RangeInclusive<i64>, floor: f64) -> Vec<MetricRow> {
+    steps
+        .map(|s| MetricRow {
+            run_id,
+            step: s,
+            name: "loss".into(),
+            value: Some(loss_at(s, floor)),
+            wall_time: 1.7e9 + s as f64,
+        })
+        .collect()
+}
+
+fn metric(run_id: i64, step: i64, name: &str, value: f64) -> MetricRow {
+    MetricRow {
+        run_id,
+        step,
+        name: name.into(),
+        value: Some(value),
+        wall_time: 1.7e9 + step as f64,
+    }
+}
+
+/// A 24×24 grid of four coloured 12×12 tiles, as PNG.
+fn tiny_png() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(24, 24, |x, y| match (x < 12, y < 12) {
+        (true, true) => image::Rgb([220, 40, 40]),
+        (false, true) => image::Rgb([40, 200, 60]),
+        (true, false) => image::Rgb([40, 60, 220]),
+        (false, false) => image::Rgb([240, 240, 240]),
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+fn sample(run_id: i64, step: i64, png: Vec<u8>) -> NewSample {
+    NewSample {
+        run_id,
+        step,
+        sampler: "ddim".into(),
+        sample_steps: 50,
+        prompt: None,
+        guidance: None,
+        guidance_scale: None,
+        count: 4,
+        width: 24,
+        height: 24,
+        png,
+    }
+}
+
+fn worker() -> WorkerInfo {
+    WorkerInfo {
+        host: "node-a".into(),
+        worker: "node-a:4242".into(),
+        slurm_job: None,
+        slurm_task: None,
+    }
+}
+
+/// A worker of task 1 of the Slurm array job 73125.
+fn slurm_worker() -> WorkerInfo {
+    WorkerInfo {
+        host: "gpu-07".into(),
+        worker: "gpu-07:918".into(),
+        slurm_job: Some("73125".into()),
+        slurm_task: Some(1),
+    }
+}
+
+struct Ids {
+    completed: i64,
+    running: i64,
+    failed: i64,
+    standalone: i64,
+}
+
+/// The quickstart sweep in the middle of its work: one run completed with evals and samples,
+/// one running (in a Slurm array task, on another machine), one failed, one pending; plus a
+/// standalone run.
+fn running_sweep(fx: &Fixture) -> Ids {
+    let s = &fx.store;
+    fx.block(async {
+        let sweep = s
+            .upsert_sweep(
+                "quickstart",
+                "linear vs cosine noise schedule at T = 100 and T = 1000",
+                SPEC,
+            )
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for (schedule, t) in [
+            ("linear", 100),
+            ("linear", 1000),
+            ("cosine", 100),
+            ("cosine", 1000),
+        ] {
+            let name = format!("schedule={schedule},T={t}");
+            let config = serde_json::json!({
+                "dataset": "shapes", "model": "small", "schedule": schedule, "T": t,
+                "steps": 1500, "batch_size": 32, "lr": 0.001, "seed": 0, "ema_decay": 0.999,
+                "data_dir": null,
+            });
+            let run = s
+                .ensure_run(&NewRun {
+                    sweep_id: Some(sweep.id),
+                    name,
+                    config_hash: format!("{schedule}-{t}"),
+                    config_json: config.to_string(),
+                    dataset: "shapes".into(),
+                    model: "small".into(),
+                    schedule: schedule.into(),
+                    timesteps: t,
+                    seed: 0,
+                    steps_total: 1500,
+                })
+                .await
+                .unwrap();
+            ids.push(run.id);
+        }
+        let (completed, running, failed, pending) = (ids[0], ids[1], ids[2], ids[3]);
+
+        s.start_run(completed, "cpu", &worker()).await.unwrap();
+        s.insert_metrics(&loss_rows(completed, 1..=1500, 0.03))
+            .await
+            .unwrap();
+        s.insert_metrics(&[metric(completed, 1500, "steps_per_s", 6.5)])
+            .await
+            .unwrap();
+        s.progress(completed, 1500, None).await.unwrap();
+        s.insert_sample(&sample(completed, 1500, tiny_png()))
+            .await
+            .unwrap();
+        s.upsert_eval(completed, "nll_bpd", Some(3.412), "{}")
+            .await
+            .unwrap();
+        s.upsert_eval(completed, "nll_bpd_stderr", Some(0.051), "{}")
+            .await
+            .unwrap();
+        s.finish_run(completed, RunStatus::Completed, None)
+            .await
+            .unwrap();
+
+        s.start_run(running, "cuda:0", &slurm_worker())
+            .await
+            .unwrap();
+        s.insert_metrics(&loss_rows(running, 1..=600, 0.05))
+            .await
+            .unwrap();
+        s.insert_metrics(&[
+            metric(running, 580, "steps_per_s", 3.8),
+            metric(running, 600, "steps_per_s", 4.0),
+        ])
+        .await
+        .unwrap();
+        s.progress(running, 600, None).await.unwrap();
+
+        s.start_run(failed, "cpu", &worker()).await.unwrap();
+        s.insert_metrics(&loss_rows(failed, 1..=412, 0.04))
+            .await
+            .unwrap();
+        s.progress(failed, 412, None).await.unwrap();
+        s.finish_run(
+            failed,
+            RunStatus::Failed,
+            Some("training diverged at step 412: the loss is NaN (try a lower lr or grad_clip)"),
+        )
+        .await
+        .unwrap();
+
+        let standalone = s
+            .ensure_run(&NewRun {
+                sweep_id: None,
+                name: "train-sigmoid".into(),
+                config_hash: "lone".into(),
+                config_json: serde_json::json!({"schedule": "sigmoid", "T": 500, "steps": 200})
+                    .to_string(),
+                dataset: "shapes".into(),
+                model: "tiny".into(),
+                schedule: "sigmoid".into(),
+                timesteps: 500,
+                seed: 1,
+                steps_total: 200,
+            })
+            .await
+            .unwrap()
+            .id;
+        let _ = pending;
+        Ids {
+            completed,
+            running,
+            failed,
+            standalone,
+        }
+    })
+}
+
+#[test]
+fn empty_database() {
+    let fx = Fixture::new();
+    for (w, h) in [(80, 24), (160, 48)] {
+        let (app, _) = fx.app(w, h, "");
+        snap!(fx, format!("empty_{w}x{h}"), &app);
+    }
+}
+
+#[test]
+fn running_sweep_with_progress_and_eta() {
+    let fx = Fixture::new();
+    let ids = running_sweep(&fx);
+    for (w, h) in [(80, 24), (160, 48)] {
+        let (mut app, mut loader) = fx.app(w, h, "");
+        // Compare the completed run, then select the running one: two curves.
+        fx.act(
+            &mut app,
+            &mut loader,
+            &[Action::ToggleCompare, Action::Down],
+        );
+        assert_eq!(app.selected, Some(ids.running));
+        assert_eq!(app.compared, vec![ids.completed]);
+        assert_eq!(app.chart.series.len(), 2);
+        let running = app.selected_run().unwrap();
+        // 900 steps left at 4 steps/s.
+        assert_eq!(running.eta_secs(), Some(225.0));
+        snap!(fx, format!("running_sweep_{w}x{h}"), &app);
+    }
+}
+
+#[test]
+fn failed_run_shows_its_error() {
+    let fx = Fixture::new();
+    let ids = running_sweep(&fx);
+    let (mut app, mut loader) = fx.app(80, 24, "");
+    fx.act(
+        &mut app,
+        &mut loader,
+        &[Action::Down, Action::Down, Action::NextTab, Action::NextTab],
+    );
+    assert_eq!(app.selected, Some(ids.failed));
+    assert_eq!(app.tab, Tab::Details);
+    snap!(fx, "failed_run_80x24", &app);
+
+    let (mut app, mut loader) = fx.app(160, 48, "");
+    fx.act(&mut app, &mut loader, &[Action::Down, Action::Down]);
+    snap!(fx, "failed_run_160x48", &app);
+    // The status is red wherever it appears.
+    let t = terminal(&app);
+    let buf = t.backend().buffer();
+    let reds = (0..buf.area.height)
+        .filter(|&y| {
+            let row: String = (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect();
+            row.find(" failed ").is_some_and(|i| {
+                let x = row[..i + 1].chars().count() as u16;
+                buf[(x, y)].fg == Color::Red
+            })
+        })
+        .count();
+    assert!(
+        reds >= 2,
+        "the failed status is red in the table and the details"
+    );
+}
+
+#[test]
+fn sample_grid_in_half_blocks() {
+    let fx = Fixture::new();
+    running_sweep(&fx);
+    let (mut app, mut loader) = fx.app(80, 24, "");
+    fx.act(&mut app, &mut loader, &[Action::NextTab]);
+    assert_eq!(app.tab, Tab::Sample);
+    snap!(fx, "sample_80x24", &app);
+    // The 24×24 grid fills the panel's height (two pixels per row) in true colour; its
+    // top-left tile is red.
+    let cells = app.sample.as_ref().expect("a resampled grid");
+    let image_rows = ddlab_tui::ui::sample::image_area(app.areas.sample).height;
+    assert_eq!(cells.height, image_rows);
+    assert_eq!(
+        cells.cells[0],
+        (Color::Rgb(220, 40, 40), Color::Rgb(220, 40, 40))
+    );
+    let t = terminal(&app);
+    let buf = t.backend().buffer();
+    let drawn = buf.content().iter().filter(|c| c.symbol() == "▀").count();
+    assert_eq!(drawn, cells.cells.len());
+}
+
+#[test]
+fn corrupt_sample_is_reported() {
+    let fx = Fixture::new();
+    let ids = running_sweep(&fx);
+    fx.block(
+        fx.store
+            .insert_sample(&sample(ids.running, 500, b"not a png".to_vec())),
+    )
+    .unwrap();
+    let (mut app, mut loader) = fx.app(80, 24, "");
+    fx.act(&mut app, &mut loader, &[Action::Down, Action::NextTab]);
+    assert!(render(&app).contains("cannot decode the sample grid"));
+}
+
+#[test]
+fn filter_sort_and_help() {
+    let fx = Fixture::new();
+    let ids = running_sweep(&fx);
+    let (mut app, mut loader) = fx.app(80, 24, "");
+    let mut typing = vec![Action::OpenFilter];
+    typing.extend("schedule=cosine".chars().map(Action::FilterChar));
+    fx.act(&mut app, &mut loader, &typing);
+    snap!(fx, "filter_typing_80x24", &app);
+    fx.act(
+        &mut app,
+        &mut loader,
+        &[Action::FilterApply, Action::CycleSort],
+    );
+    assert_eq!(app.visible_runs, 2);
+    assert_eq!(app.selected, Some(ids.failed));
+    snap!(fx, "filter_cosine_sorted_by_name_80x24", &app);
+
+    // The initial filter of `--sweep` hides runs outside it.
+    let (app, _) = fx.app(80, 24, "sweep=quickstart");
+    assert_eq!(app.visible_runs, 4);
+    assert!(!render(&app).contains("train-sigmoid"));
+    let (app, _) = fx.app(80, 24, "");
+    assert_eq!(app.visible_runs, 5);
+    let (app, _) = fx.app(80, 24, "id=5");
+    assert_eq!(app.selected, Some(ids.standalone));
+    assert!(render(&app).contains("train-sigmoid"));
+
+    let (mut app, mut loader) = fx.app(80, 24, "");
+    fx.act(&mut app, &mut loader, &[Action::ToggleHelp]);
+    snap!(fx, "help_80x24", &app);
+}
+
+#[test]
+fn unchanged_store_does_not_redraw() {
+    let fx = Fixture::new();
+    let ids = running_sweep(&fx);
+    let (mut app, mut loader) = fx.app(120, 40, "");
+    let req = app.request();
+    let again = fx.block(loader.load(&fx.store, &req)).unwrap();
+    assert!(!app.apply(Ok(again)), "nothing changed, nothing to draw");
+
+    // The sweep writes: new loss rows and progress.
+    fx.block(async {
+        fx.store
+            .insert_metrics(&loss_rows(ids.completed, 1501..=1510, 0.03))
+            .await
+            .unwrap();
+        fx.store.progress(ids.completed, 1510, None).await.unwrap();
+    });
+    let next = fx.block(loader.load(&fx.store, &req)).unwrap();
+    assert!(app.apply(Ok(next)));
+
+    // A failed load keeps the data and shows the error once.
+    assert!(app.apply(Err("database error: disk I/O error".into())));
+    assert!(!app.apply(Err("database error: disk I/O error".into())));
+    assert!(app.snapshot.is_some());
+    assert!(render(&app).contains("⚠ database error: disk I/O error"));
+}
+
+#[test]
+fn million_point_curve_is_downsampled_in_sql() {
+    let fx = Fixture::new();
+    let run = fx
+        .block(fx.store.ensure_run(&NewRun {
+            sweep_id: None,
+            name: "long".into(),
+            config_hash: "long".into(),
+            config_json: "{}".into(),
+            dataset: "shapes".into(),
+            model: "tiny".into(),
+            schedule: "linear".into(),
+            timesteps: 1000,
+            seed: 0,
+            steps_total: 1_000_000,
+        }))
+        .unwrap()
+        .id;
+    let t0 = Instant::now();
+    const N: i64 = 1_000_000;
+    // loss = step, so each bucket's average is its middle step. The first 20k rows go through
+    // `insert_metrics` in batches as a run writes them; a million that way would make this
+    // test slow, so the other 980k are generated inside SQLite in one statement.
+    const VIA_API: i64 = 20_000;
+    for start in (0..VIA_API).step_by(10_000) {
+        let rows: Vec<MetricRow> = (start..start + 10_000)
+            .map(|s| MetricRow {
+                run_id: run,
+                step: s,
+                name: "loss".into(),
+                value: Some(s as f64),
+                wall_time: 0.0,
+            })
+            .collect();
+        fx.block(fx.store.insert_metrics(&rows)).unwrap();
+    }
+    fx.block(
+        sqlx::query(
+            "INSERT INTO metrics (run_id, step, name, value, wall_time)
+             WITH RECURSIVE s(n) AS (SELECT $2 UNION ALL SELECT n + 1 FROM s WHERE n + 1 < $3)
+             SELECT $1, n, 'loss', n, 0.0 FROM s",
+        )
+        .bind(run)
+        .bind(VIA_API)
+        .bind(N)
+        .execute(fx.store.pool()),
+    )
+    .unwrap();
+    // One bucket over everything: the mean of 0..N proves every row is there.
+    let all = fx.block(fx.store.metric_series(run, "loss", 1)).unwrap();
+    assert_eq!(all, vec![(0, (N - 1) as f64 / 2.0)]);
+    let inserted = t0.elapsed();
+
+    let (app, mut loader) = fx.app(160, 48, "");
+    let req = app.request();
+    assert_eq!(req.series_runs, vec![run]);
+    let t1 = Instant::now();
+    let snap = fx.block(loader.load(&fx.store, &req)).unwrap();
+    let loaded = t1.elapsed();
+    let series = &snap.series[&run];
+    assert!(
+        series.len() <= req.max_points + 1,
+        "{} points",
+        series.len()
+    );
+    assert!(
+        series.len() >= req.max_points / 2,
+        "{} points",
+        series.len()
+    );
+    let bucket = (N as f64 / req.max_points as f64).ceil();
+    let (s0, v0) = series[0];
+    assert_eq!(s0, 0.0);
+    assert!(
+        (v0 - (bucket - 1.0) / 2.0).abs() < 1e-6,
+        "first bucket average {v0}"
+    );
+    assert_eq!(
+        series.last().unwrap().0,
+        (N as f64 / bucket).floor() * bucket
+    );
+
+    let t2 = Instant::now();
+    let mut app = app;
+    app.apply(Ok(snap));
+    let text = render(&app);
+    let drawn = t2.elapsed();
+    assert!(text.contains("993k"), "the x axis reaches the last bucket");
+    // For information only (`--nocapture`): timings are not asserted.
+    eprintln!("10^6 rows: insert {inserted:?}, load {loaded:?}, prepare+draw {drawn:?}");
+}
+
+#[test]
+fn missing_database_is_an_error_and_is_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs").join("ddlab.sqlite");
+    let err = ddlab_tui::run(&sqlite_url(&path), ddlab_tui::TuiOptions::default()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("does not exist"), "{msg}");
+    assert!(!msg.contains('\n'), "one sentence: {msg}");
+    assert!(!path.parent().unwrap().exists(), "nothing was created");
+}
+
+#[test]
+fn unknown_sweep_is_an_error_before_the_screen_is_touched() {
+    let fx = Fixture::new();
+    running_sweep(&fx);
+    let url = sqlite_url(&fx.dir.path().join("ddlab.sqlite"));
+    let options = ddlab_tui::TuiOptions {
+        sweep: Some("no-such-sweep".into()),
+        ..Default::default()
+    };
+    let msg = format!("{:#}", ddlab_tui::run(&url, options).unwrap_err());
+    assert!(msg.contains("no-such-sweep"), "{msg}");
+}
+
+#[test]
+fn silent_worker_shows_as_stalled_without_an_eta() {
+    let fx = Fixture::new();
+    let ids = running_sweep(&fx);
+    let (app, _) = fx.app(120, 40, "status=running");
+    assert_eq!(app.selected_run().unwrap().eta_secs(), Some(225.0));
+    assert!(!render(&app).contains("stalled"));
+
+    // The worker's last heartbeat was ten minutes ago: it is probably dead.
+    let old = "2000-01-01T00:00:00.000Z";
+    fx.block(
+        sqlx::query("UPDATE runs SET heartbeat_at = $1 WHERE id = $2")
+            .bind(old)
+            .bind(ids.running)
+            .execute(fx.store.pool()),
+    )
+    .unwrap();
+    let (app, _) = fx.app(120, 40, "status=stalled");
+    let run = app
+        .selected_run()
+        .expect("the stalled run passes `status=stalled`");
+    assert_eq!(run.id, ids.running);
+    assert!(run.stalled);
+    assert_eq!(run.eta_secs(), None);
+    let text = render(&app);
+    assert!(text.contains("1 stalled"), "the sweep heading counts it");
+    assert!(text.contains("stalled    "), "the status column says so");
+}
+
+#[test]
+fn log_scale_and_smoothing_change_the_curves_not_the_data() {
+    let fx = Fixture::new();
+    let ids = running_sweep(&fx);
+    let (mut app, mut loader) = fx.app(120, 40, "");
+    assert_eq!(app.selected, Some(ids.completed));
+    let linear = app.chart.series[0].points.clone();
+    fx.act(&mut app, &mut loader, &[Action::ToggleLog]);
+    let log = &app.chart.series[0].points;
+    assert_eq!(log.len(), linear.len());
+    for (a, b) in linear.iter().zip(log) {
+        assert_eq!(a.0, b.0);
+        assert!((a.1.log10() - b.1).abs() < 1e-12);
+    }
+    assert!(render(&app).contains("(log)"));
+    fx.act(
+        &mut app,
+        &mut loader,
+        &[Action::ToggleLog, Action::ToggleSmooth],
+    );
+    let smooth = &app.chart.series[0].points;
+    let roughness =
+        |p: &[(f64, f64)]| -> f64 { p.windows(2).map(|w| (w[1].1 - w[0].1).abs()).sum() };
+    assert!(roughness(smooth) < roughness(&linear));
+    assert!(render(&app).contains("(EMA)"));
+}
+
+#[test]
+fn selected_row_stays_readable() {
+    let fx = Fixture::new();
+    running_sweep(&fx);
+    let (mut app, mut loader) = fx.app(160, 48, "");
+    // The pending run: grey status, grey bar and dashes, on the selection's grey background.
+    fx.act(
+        &mut app,
+        &mut loader,
+        &[Action::Down, Action::Down, Action::Down],
+    );
+    assert_eq!(
+        app.selected_run().map(|r| r.status),
+        Some(RunStatus::Pending)
+    );
+    let t = terminal(&app);
+    let buf = t.backend().buffer();
+    let y = (0..buf.area.height)
+        .find(|&y| {
+            let row: String = (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect();
+            row.contains("schedule=cosine,T=1000") && row.contains("pending")
+        })
+        .expect("the pending run's row");
+    let mut checked = 0;
+    for x in 1..buf.area.width - 1 {
+        let c = &buf[(x, y)];
+        assert_eq!(c.bg, ddlab_tui::ui::runs_table::SELECTED_BG, "column {x}");
+        if c.symbol() != " " {
+            assert_ne!(c.fg, c.bg, "`{}` at column {x} is invisible", c.symbol());
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "{checked} cells checked");
+}
