@@ -412,14 +412,19 @@ impl RunConfig {
             }
             _ => {}
         }
-        for (key, path) in [
-            ("clip_checkpoint", &self.clip_checkpoint),
-            ("judge_checkpoint", &self.judge_checkpoint),
+        for (key, path, command) in [
+            ("clip_checkpoint", &self.clip_checkpoint, "train-clip"),
+            ("judge_checkpoint", &self.judge_checkpoint, "train-judge"),
         ] {
             if let Some(p) = path
                 && !p.is_file()
             {
-                return Err(format!("{key} = {} is not a file", p.display()));
+                return Err(format!(
+                    "{key} = {} is not a file (make it first with `ddlab {command} --dataset {} -o {}`)",
+                    p.display(),
+                    self.dataset.name(),
+                    p.display()
+                ));
             }
         }
         Ok(())

@@ -141,16 +141,47 @@ fn run_config_files_and_every_shipped_spec_resolve() {
     assert_eq!((r.config.steps, r.schedule.kind.name()), (7, "sigmoid"));
     assert!(RunConfig::keys().contains(&"T".to_string()));
 
+    // A spec naming a CLIP or judge checkpoint that was never trained is refused before
+    // anything runs, with the command that makes it.
+    let guided =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../experiments/guidance-mnist.toml");
+    let e = load_sweep(
+        &guided,
+        &[
+            "data_dir=/tmp".into(),
+            "clip_checkpoint=/nonexistent/clip".into(),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("clip_checkpoint") && e.contains("ddlab train-clip"),
+        "{e}"
+    );
+
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+    // Stand-ins for the helper checkpoints a guided spec names (only their presence is checked
+    // when a spec resolves; their contents when a run loads them).
+    let helpers = tempfile::tempdir().unwrap();
+    let (clip, judge) = (helpers.path().join("clip"), helpers.path().join("judge"));
+    std::fs::write(&clip, b"").unwrap();
+    std::fs::write(&judge, b"").unwrap();
     let mut n = 0;
     for entry in std::fs::read_dir(&root).unwrap() {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "toml") {
             // Specs that read real data need it present; point them at a stand-in path.
-            load_sweep(&p, &["data_dir=/tmp".into()])
-                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let mut sets = vec!["data_dir=/tmp".to_string()];
+            let text = std::fs::read_to_string(&p).unwrap();
+            if text.contains("clip_checkpoint") {
+                sets.push(format!("clip_checkpoint={}", clip.display()));
+            }
+            if text.contains("judge_checkpoint") {
+                sets.push(format!("judge_checkpoint={}", judge.display()));
+            }
+            load_sweep(&p, &sets).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             n += 1;
         }
     }
-    assert!(n >= 1);
+    assert!(n >= 3);
 }
