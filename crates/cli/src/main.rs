@@ -44,6 +44,7 @@ enum Command {
     Eval(cmd::eval::Args),
     Schedule(cmd::schedule::Args),
     Keys(cmd::keys::Args),
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +64,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Schedule(a) => cmd::schedule::run(a),
         Command::Keys(a) => cmd::keys::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(code) => code,

@@ -5,13 +5,45 @@ use candle_core::Device;
 use serde::Serialize;
 use std::time::Instant;
 
+use crate::clip::{Clip, ClipConfig, ClipGuide};
+use crate::data::DatasetKind;
 use crate::diffusion::Objective;
 use crate::error::{Error, Result};
-use crate::nn::UNetConfig;
+use crate::nn::unet::CaptionConditioning;
+use crate::nn::{ParamBuilder, ParamStore, UNetConfig};
 use crate::rng::Rng;
-use crate::sampler::{DdpmVariance, Denoiser, SamplerConfig, TimestepSpacing, UNetDenoiser};
+use crate::sampler::{
+    CfgDenoiser, DdpmVariance, Denoiser, Guide, SamplerConfig, TimestepSpacing, UNetDenoiser,
+};
 use crate::schedule::ScheduleConfig;
+use crate::text::dataset_tokenizer;
 use crate::train::{TrainConfig, Trainer};
+
+/// Which guided sampling step to time beside the unguided one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchGuidance {
+    None,
+    /// GLIDE's CLIP guidance: a forward and backward pass of a (randomly initialised) noised
+    /// CLIP image encoder per step, on top of the U-Net.
+    Clip,
+    /// Classifier-free guidance: the caption-conditioned U-Net on a doubled batch.
+    Cfg,
+}
+
+impl std::str::FromStr for BenchGuidance {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "none" => Ok(Self::None),
+            "clip" => Ok(Self::Clip),
+            "cfg" => Ok(Self::Cfg),
+            _ => Err(format!(
+                "unknown guidance `{s}` (expected none, clip or cfg)"
+            )),
+        }
+    }
+}
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -29,6 +61,8 @@ pub struct BenchConfig {
     /// Timed iterations; every reported time is a median over these.
     pub iters: usize,
     pub device: Device,
+    /// A guided sampling step to time as well (`guided_sample_step_s`).
+    pub guidance: BenchGuidance,
 }
 
 impl BenchConfig {
@@ -41,6 +75,7 @@ impl BenchConfig {
             warmup: 2,
             iters: 5,
             device,
+            guidance: BenchGuidance::None,
         }
     }
 }
@@ -66,6 +101,11 @@ pub struct BenchReport {
     /// The same step with the weights still autograd variables, as `sampler::sample` runs the
     /// network today: every activation of the step is kept until its end.
     pub sample_step_tracked_s: f64,
+    pub guidance: BenchGuidance,
+    /// One guided reverse step (the guidance named above), when one was asked for. With `cfg`
+    /// the network is the caption-conditioned one, so `sample_step_s` is then measured on it
+    /// too and the two are comparable.
+    pub guided_sample_step_s: Option<f64>,
     /// Training images per second.
     pub images_per_s: f64,
     /// FLOPs of one training step counted from the layer shapes (convolutions, linear layers,
@@ -106,6 +146,18 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
     };
     let size = cfg.image_size.unwrap_or(size);
     model_cfg.in_channels = cfg.channels.unwrap_or(channels);
+    // Captions (for CFG and CLIP) come from the vocabulary of the dataset the preset is for.
+    let dataset = if model_cfg.in_channels == 1 {
+        DatasetKind::Mnist
+    } else {
+        DatasetKind::Shapes
+    };
+    if cfg.guidance == BenchGuidance::Cfg {
+        let text =
+            CaptionConditioning::new(dataset_tokenizer(dataset)?, model_cfg.time_embed_dim());
+        model_cfg.cond_dim = Some(text.encoder.out_dim);
+        model_cfg.text = Some(text);
+    }
     model_cfg.validate(size)?;
     if cfg.batch == 0 || cfg.iters == 0 {
         return Err(Error::InvalidTraining(
@@ -124,11 +176,22 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
     let mut rng = Rng::new(0, 1);
     // Data in [-1, 1] like real images.
     let x0 = rng.randn(shape, &cfg.device)?.clamp(-1f32, 1f32)?;
+    let prompt = match dataset {
+        DatasetKind::Mnist => "a handwritten three",
+        _ => "a red circle",
+    };
+    let captions: Option<Vec<&str>> =
+        (cfg.guidance == BenchGuidance::Cfg).then(|| vec![prompt; cfg.batch]);
 
     let mut steps = Vec::with_capacity(cfg.iters);
     for i in 0..cfg.warmup + cfg.iters {
         let t0 = Instant::now();
-        let (_, timing) = trainer.train_step_timed(&x0, None)?;
+        // A caption-conditioned network embeds its captions in the step, as in training.
+        let cond = match &captions {
+            Some(c) => Some(trainer.model.embed_captions(c, &cfg.device)?),
+            None => None,
+        };
+        let (_, timing) = trainer.train_step_timed(&x0, cond.as_ref())?;
         let total = t0.elapsed().as_secs_f64();
         if i >= cfg.warmup {
             steps.push((total, timing));
@@ -149,32 +212,71 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
     }
     .build(&diffusion.schedule)?;
     let ts = sampler.timesteps().to_vec();
-    let mut time_sampling = |model: &crate::nn::UNet| -> Result<Vec<f64>> {
-        let denoiser = UNetDenoiser {
-            model,
-            diffusion,
-            objective: Objective::Eps,
-            cond: None,
-        };
-        let mut x = rng.randn(shape, &cfg.device)?;
-        let mut times = Vec::with_capacity(cfg.iters);
-        for i in 0..cfg.warmup + cfg.iters {
-            // Walk down the chain as real sampling does (the values do not change the cost).
-            let k = i % ts.len();
-            let t0 = Instant::now();
-            let pred = denoiser.predict(&x, &vec![ts[k]; cfg.batch])?;
-            let out = sampler.step(k, &x, &pred, None, diffusion)?;
-            x = (out.mean + (rng.randn(shape, &cfg.device)? * out.std)?)?.detach();
-            // Force the result (a no-op on the CPU, a sync on a GPU).
-            x.device().synchronize()?;
-            if i >= cfg.warmup {
-                times.push(t0.elapsed().as_secs_f64());
+    let mut time_sampling =
+        |denoiser: &dyn Denoiser, guide: Option<&dyn Guide>| -> Result<Vec<f64>> {
+            let mut x = rng.randn(shape, &cfg.device)?;
+            let mut times = Vec::with_capacity(cfg.iters);
+            for i in 0..cfg.warmup + cfg.iters {
+                // Walk down the chain as real sampling does (the values do not change the cost).
+                let k = i % ts.len();
+                let t0 = Instant::now();
+                let tb = vec![ts[k]; cfg.batch];
+                let pred = denoiser.predict(&x, &tb)?;
+                let g = match guide {
+                    Some(g) => Some(g.gradient(&x, &tb)?),
+                    None => None,
+                };
+                let out = sampler.step(k, &x, &pred, g.as_ref(), diffusion)?;
+                x = (out.mean + (rng.randn(shape, &cfg.device)? * out.std)?)?.detach();
+                // Force the result (a no-op on the CPU, a sync on a GPU).
+                x.device().synchronize()?;
+                if i >= cfg.warmup {
+                    times.push(t0.elapsed().as_secs_f64());
+                }
             }
-        }
-        Ok(times)
+            Ok(times)
+        };
+    // The unguided step; a caption-conditioned network (CFG) reads its prompt's embedding.
+    let cond = match cfg.guidance {
+        BenchGuidance::Cfg => Some(detached.embed_captions(&vec![prompt; cfg.batch], &cfg.device)?),
+        _ => None,
     };
-    let samples = time_sampling(&detached)?;
-    let samples_tracked = time_sampling(&ema)?;
+    let plain = |model| UNetDenoiser {
+        model,
+        diffusion,
+        objective: Objective::Eps,
+        cond: cond.as_ref(),
+    };
+    let samples = time_sampling(&plain(&detached), None)?;
+    let samples_tracked = time_sampling(&plain(&ema), None)?;
+    let guided = match cfg.guidance {
+        BenchGuidance::None => None,
+        BenchGuidance::Cfg => {
+            let cfg_denoiser = CfgDenoiser::new(
+                &detached,
+                diffusion,
+                Objective::Eps,
+                &vec![prompt; cfg.batch],
+                3.0,
+            )?;
+            Some(time_sampling(&cfg_denoiser, None)?)
+        }
+        BenchGuidance::Clip => {
+            let clip_cfg = ClipConfig::for_dataset(dataset, model_cfg.in_channels, size)?;
+            let store = ParamStore::new();
+            let clip = Clip::new(&ParamBuilder::new(&store, 0, &cfg.device), &clip_cfg)?;
+            let text = clip
+                .encode_text(&vec![prompt; cfg.batch], &cfg.device)?
+                .detach();
+            let guide = ClipGuide {
+                clip: &clip,
+                schedule: &diffusion.schedule,
+                text,
+                scale: 3.0,
+            };
+            Some(time_sampling(&plain(&detached), Some(&guide))?)
+        }
+    };
 
     let train_steps_s: Vec<f64> = steps.iter().map(|s| s.0).collect();
     let train_step_s = median(&train_steps_s);
@@ -194,6 +296,8 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
         optimizer_s: median(&steps.iter().map(|s| s.1.optimizer_s).collect::<Vec<_>>()),
         sample_step_s: median(&samples),
         sample_step_tracked_s: median(&samples_tracked),
+        guidance: cfg.guidance,
+        guided_sample_step_s: guided.as_deref().map(median),
         images_per_s: cfg.batch as f64 / train_step_s,
         flops_per_step,
         gflops_per_s: flops_per_step / train_step_s / 1e9,
