@@ -60,3 +60,8 @@ lint:
 [group('dev')]
 bench *args:
     cargo run --release -- bench {{args}}
+
+# Build ddlab with CUDA (no CUDA install needed: NVIDIA's wheels go under target/cuda-toolkit)
+[group('dev')]
+build-cuda *args:
+    scripts/build-cuda {{args}}

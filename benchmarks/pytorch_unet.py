@@ -11,7 +11,7 @@ global grad-norm clipping at 1.0 → AdamW (lr 2e-4) → EMA update (decay 0.999
 `Trainer::train_step`. One sampling step = the network under `torch.no_grad()` plus the
 ancestral DDPM update.
 
-Usage: /tmp/refpy/bin/python benchmarks/pytorch_unet.py --preset mnist --batch 64
+Usage: python benchmarks/pytorch_unet.py --preset mnist --batch 64 [--device cuda] [--bf16]
 Prints one JSON object: medians in seconds, parameter count, peak RSS.
 """
 
@@ -41,7 +41,7 @@ PRESETS = {
 def timestep_embedding(t, dim):
     half = dim // 2
     scale = math.log(10000.0) / (max(half, 2) - 1)
-    freqs = torch.exp(-scale * torch.arange(half, dtype=torch.float64))
+    freqs = torch.exp(-scale * torch.arange(half, dtype=torch.float64, device=t.device))
     a = t.to(torch.float64)[:, None] * freqs[None]
     return torch.cat([a.sin(), a.cos()], dim=1).float()
 
@@ -167,16 +167,28 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--bf16", action="store_true",
+                    help="bf16 autocast for the forward and backward (weights stay f32)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    dev = torch.device(args.device)
+
+    def sync():
+        # CUDA kernels run asynchronously: wait for them before reading the clock.
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def autocast():
+        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16)
 
     p = dict(PRESETS[args.preset])
     size = args.image_size or p["size"]
     img_ch = args.channels or p["img_ch"]
     del p["size"], p["img_ch"]
     p["in_ch"] = img_ch
-    model = UNet(**p)
+    model = UNet(**p).to(dev)
     ema = [q.detach().clone() for q in model.parameters()]
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4, betas=(0.9, 0.999), eps=1e-8,
                             weight_decay=0.0)
@@ -185,45 +197,51 @@ def main():
     T = 1000
     betas = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
     alpha_bars = torch.cumprod(1 - betas, 0)
-    sqrt_ab = alpha_bars.sqrt().float()
-    sqrt_1m_ab = (1 - alpha_bars).sqrt().float()
+    sqrt_ab = alpha_bars.sqrt().float().to(dev)
+    sqrt_1m_ab = (1 - alpha_bars).sqrt().float().to(dev)
     B = args.batch
-    x0 = torch.rand(B, img_ch, size, size) * 2 - 1
+    x0 = torch.rand(B, img_ch, size, size, device=dev) * 2 - 1
 
     def train_step():
         model.train()
+        sync()
         t0 = time.perf_counter()
-        t = torch.randint(0, T, (B,))
+        t = torch.randint(0, T, (B,), device=dev)
         noise = torch.randn_like(x0)
         x_t = sqrt_ab[t].view(B, 1, 1, 1) * x0 + sqrt_1m_ab[t].view(B, 1, 1, 1) * noise
-        out = model(x_t, t)
-        loss = (out - noise).square().flatten(1).mean(1).mean()
+        with autocast():
+            out = model(x_t, t)
+        loss = (out.float() - noise).square().flatten(1).mean(1).mean()
         loss_value = loss.item()
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         with torch.no_grad():
             for s, q in zip(ema, model.parameters()):
                 s.mul_(0.999).add_(q, alpha=0.001)
+        sync()
         t3 = time.perf_counter()
         assert math.isfinite(loss_value)
         return t3 - t0, t1 - t0, t2 - t1, t3 - t2
 
-    x = torch.randn(B, img_ch, size, size)
+    x = torch.randn(B, img_ch, size, size, device=dev)
 
     def sample_step():
         nonlocal x
         model.eval()
+        sync()
         t0 = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             ti = 500
-            eps = model(x, torch.full((B,), ti))
+            eps = model(x, torch.full((B,), ti, device=dev)).float()
             a, ab = 1 - betas[ti].item(), alpha_bars[ti].item()
             mean = (x - (1 - a) / math.sqrt(1 - ab) * eps) / math.sqrt(a)
             x = mean + math.sqrt(betas[ti].item()) * torch.randn_like(x)
+        sync()
         return time.perf_counter() - t0
 
     for _ in range(args.warmup):
@@ -237,6 +255,8 @@ def main():
     report = {
         "impl": "pytorch-eager",
         "torch": torch.__version__,
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "dtype": "bf16-autocast" if args.bf16 else "f32",
         "threads": torch.get_num_threads(),
         "preset": args.preset,
         "batch": B,
@@ -251,6 +271,8 @@ def main():
         "images_per_s": B / med(0),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }
+    if dev.type == "cuda":
+        report["peak_gpu_mb"] = torch.cuda.max_memory_allocated(dev) / 1e6
     print(json.dumps(report))
 
 

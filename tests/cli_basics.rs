@@ -71,6 +71,12 @@ fn bad_input_is_one_sentence_and_a_nonzero_exit() {
             vec!["train", "--db", &db, "--device", "cuda", "--set", "steps=1"],
             "without CUDA support",
         ),
+        (vec!["bench", "--device", "cuda:0"], "without CUDA support"),
+        (
+            vec!["bench", "--preset", "huge"],
+            "unknown model preset `huge`",
+        ),
+        (vec!["bench", "--batch", "0"], "--batch must be at least 1"),
     ] {
         let out = ddlab()
             .current_dir(dir.path())
@@ -162,4 +168,53 @@ fn train_then_sample_and_evaluate_the_checkpoint() {
     );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(r["bpd"].as_f64().unwrap().is_finite() && r["images"] == 4);
+}
+
+#[test]
+fn bench_json_carries_every_documented_field() {
+    for guidance in ["cfg", "clip"] {
+        let out = run_ok(ddlab().args([
+            "--threads",
+            "1",
+            "bench",
+            "--preset",
+            "tiny",
+            "--batch",
+            "2",
+            "--warmup",
+            "0",
+            "--iters",
+            "1",
+            "--guidance",
+            guidance,
+            "--json",
+        ]));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(v["preset"], "tiny");
+        assert_eq!(v["batch"], 2);
+        assert_eq!(v["device"], "cpu");
+        assert_eq!(v["guidance"], guidance);
+        for key in [
+            "train_step_s",
+            "forward_s",
+            "backward_s",
+            "optimizer_s",
+            "sample_step_s",
+            "guided_sample_step_s",
+            "images_per_s",
+            "gflops_per_s",
+            "peak_rss_mb",
+        ] {
+            let x = v[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{key} missing: {v}"));
+            assert!(x.is_finite() && x > 0.0, "{key} = {x}");
+        }
+        // The split adds up to no more than the whole step.
+        let parts = ["forward_s", "backward_s", "optimizer_s"]
+            .map(|k| v[k].as_f64().unwrap())
+            .iter()
+            .sum::<f64>();
+        assert!(parts <= v["train_step_s"].as_f64().unwrap() * 1.001);
+    }
 }

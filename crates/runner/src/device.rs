@@ -71,9 +71,7 @@ fn cuda_unavailable() -> Option<String> {
         );
     }
     if !ddlab_core::candle_core::utils::cuda_is_available() {
-        return Some(
-            "this ddlab was built without CUDA support (build it with `just build-cuda`)".into(),
-        );
+        return Some("candle reports CUDA as unavailable in this build".into());
     }
     None
 }

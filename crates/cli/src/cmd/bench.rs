@@ -3,6 +3,7 @@
 use anyhow::{Result, bail};
 use clap::Parser;
 use ddlab_core::bench::{BenchConfig, BenchGuidance, BenchReport, run as run_bench};
+use ddlab_core::nn::UNetConfig;
 use ddlab_runner::device::{DeviceRequest, device_label};
 use std::process::ExitCode;
 
@@ -70,6 +71,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.iters == 0 {
         bail!("--iters must be at least 1");
     }
+    UNetConfig::preset(&a.preset)?;
     let request: DeviceRequest = a.device.parse().map_err(anyhow::Error::msg)?;
     let devices = request.resolve()?;
     if let Some(note) = &devices.note {
