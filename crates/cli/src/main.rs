@@ -48,6 +48,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    retain_freed_memory();
     let cli = Cli::parse();
     configure_threads(cli.threads);
     let result = match cli.command {
@@ -88,6 +89,20 @@ fn one_sentence(e: &anyhow::Error) -> String {
         }
     }
     parts.join(": ")
+}
+
+/// Keeps freed memory in glibc's heap rather than handing it back to the kernel. A training
+/// step allocates and frees the same activation-sized buffers (up to ~20 MB) every time;
+/// served by fresh mmaps, each costs page faults and the kernel's zeroing of every page,
+/// which measured 5-10% of an mnist training step.
+fn retain_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: plain calls into glibc's allocator settings, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 16 << 20);
+    }
 }
 
 /// Fixes the CPU thread count once, before any pool starts. candle reads `RAYON_NUM_THREADS` on

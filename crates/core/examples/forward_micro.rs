@@ -10,6 +10,12 @@ fn main() {
     let size = if preset == "cifar" { 32 } else { 28 };
     let store = ParamStore::new();
     let net = UNet::new(&ParamBuilder::new(&store, 0, &dev), &cfg).unwrap();
+    // DETACHED=1: the inference copy, as the samplers use it.
+    let net = if std::env::var_os("DETACHED").is_some() {
+        net.detached()
+    } else {
+        net
+    };
     let x = Tensor::randn(0f32, 1f32, (64, cfg.in_channels, size, size), &dev).unwrap();
     let iters: usize = std::env::var("ITERS")
         .ok()

@@ -18,14 +18,18 @@
 //! single-threaded GEMM per image) when the batch can fill the pool, and inside each GEMM
 //! otherwise; partial weight gradients are summed in a fixed order.
 //!
-//! On x86-64 with AVX2 + FMA, 3×3 stride-1 padding-1 convolutions (all but one of the U-Net's)
-//! whose batch fills the pool go to the direct kernels of [`super::direct`] instead, forward
-//! and backward: they skip the column matrix and ran 1.3–1.7× faster per conv forward and
-//! 1.1–1.5× backward (examples/conv_micro, one thread).
+//! On x86-64 with AVX-512 (or AVX2 + FMA), 3×3 stride-1 padding-1 convolutions (all but one
+//! of the U-Net's) whose batch fills the pool go to the direct kernels of [`super::direct`]
+//! instead, forward and backward: they skip the column matrix. With AVX2 they ran 1.3–1.7×
+//! faster per conv forward and 1.1–1.5× backward than this path; with AVX-512 about 1.4×
+//! the whole training step (examples/conv_micro and examples/bench; `DDLAB_CONV=gemm`
+//! forces this path to compare).
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, bail};
 
-use super::cpu::{SendPtr, par_ranges, slice, tensor, threads, with_data, with_scratch};
+use super::cpu::{
+    SendPtr, output_buffer, par_ranges, slice, tensor, threads, with_data, with_scratch,
+};
 use super::gemm::{MatRef, matmul, matmul_strided};
 use super::math;
 
@@ -311,6 +315,15 @@ fn use_direct(g: &ConvGeom) -> bool {
         && g.pad == 1
         && (g.batch >= threads() || threads() == 1)
         && super::direct::available()
+        && !gemm_forced()
+}
+
+/// `DDLAB_CONV=gemm` sends every convolution through im2col + GEMM, to compare the two paths
+/// (read once).
+#[cfg(target_arch = "x86_64")]
+fn gemm_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var("DDLAB_CONV").is_ok_and(|v| v == "gemm"))
 }
 
 /// Writes one image's output from its (C_out × grid) result: `y = grid + bias [+ residual]`.
@@ -371,7 +384,8 @@ fn forward_direct(
         w: g.wl(),
     };
     let gn = px.grid_tiles();
-    let mut y = vec![0f32; g.batch * img_out];
+    // Every row of every image is written by bias_residual_row below.
+    let mut y = output_buffer(g.batch * img_out);
     let yp = SendPtr::new(&mut y);
     par_ranges(g.batch, |range| {
         with_scratch(px.buf_len() + g.c_out * gn, |scratch| {
@@ -407,7 +421,8 @@ fn forward_gemm(
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
     let (kd, n, img_in, img_out) = (g.kdim(), g.ndim(), g.img_in(), g.img_out());
-    let mut y = vec![0f32; g.batch * img_out];
+    // Every row is first set to bias [+ residual], then the GEMM accumulates into it.
+    let mut y = output_buffer(g.batch * img_out);
     let yp = SendPtr::new(&mut y);
     let wm = w.mat(g);
     let (ho, wo) = (g.h_out(), g.w_out());
@@ -512,8 +527,9 @@ fn sum_partials(parts: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
 fn backward_direct(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads {
     use super::direct::{Group, PackedKernel, Padded, conv, pad, weight_grad};
     let (img_in, img_out, n) = (g.img_in(), g.img_out(), g.ndim());
-    let mut dx = vec![0f32; g.batch * img_in];
-    let mut db = vec![0f32; g.batch * g.c_out];
+    // Every image's dx is written whole by compact_input_grad, its db by the row sums.
+    let mut dx = output_buffer(g.batch * img_in);
+    let mut db = output_buffer(g.batch * g.c_out);
     let dxp = SendPtr::new(&mut dx);
     let dbp = SendPtr::new(&mut db);
     // The input gradient is the conv of padded dy with the flipped kernel.

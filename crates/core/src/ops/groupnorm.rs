@@ -11,7 +11,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, bail};
 use std::sync::OnceLock;
 
-use super::cpu::{SendPtr, par_ranges, slice, tensor, with_data};
+use super::cpu::{SendPtr, output_buffer, par_ranges, slice, tensor, with_data};
 use super::math;
 
 /// Forward: (x, γ, β) → mask ⊙ act(γ·x̂ + β), act = SiLU or identity.
@@ -106,7 +106,8 @@ impl CustomOp3 for GroupNormOp {
             bail!("group_norm: γ and β need {} entries", d.c);
         }
         let img = d.c * d.hw;
-        let mut y = vec![0f32; x.len()];
+        // Every channel of every sample is written below.
+        let mut y = output_buffer(x.len());
         let yp = SendPtr::new(&mut y);
         let stats = with_mask(&self.mask, |mask| {
             if mask.is_some_and(|m| m.len() != x.len()) {
@@ -229,7 +230,8 @@ fn backward(
     let d = p.d;
     let img = d.c * d.hw;
     let n = (d.cpg * d.hw) as f32;
-    let mut dx = vec![0f32; x.len()];
+    // Every channel of every sample is written by dz_pass, then updated in place.
+    let mut dx = output_buffer(x.len());
     let dxp = SendPtr::new(&mut dx);
     // Per-sample, per-channel Σdz and Σdz·x̂, summed over samples afterwards in order.
     let parts = par_ranges(d.b, |range| {

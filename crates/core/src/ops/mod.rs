@@ -16,7 +16,14 @@ use crate::error::Result;
 
 /// Whether the hand-written CPU kernels apply (f32 on the CPU); elsewhere candle's ops run.
 fn fast_cpu(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+    x.device().is_cpu() && x.dtype() == DType::F32 && !reference_forced()
+}
+
+/// `DDLAB_OPS=candle` runs candle's own ops on the CPU too: the stock-candle baseline of the
+/// benchmarks (read once).
+fn reference_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var("DDLAB_OPS").is_ok_and(|v| v == "candle"))
 }
 
 /// 2-D convolution plus per-channel bias. `x`: (B, C_in, H, W); `w`: (C_out, C_in, k, k).
