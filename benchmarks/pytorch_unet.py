@@ -31,6 +31,8 @@ PRESETS = {
     # dropout, groups, default image size
     "tiny": dict(in_ch=1, ch=8, mult=(1, 2), nres=1, attn=(2,), heads=1, dropout=0.0,
                  groups=4, size=16, img_ch=3),
+    "small": dict(in_ch=3, ch=32, mult=(1, 2), nres=1, attn=(2,), heads=1, dropout=0.0,
+                  groups=8, size=16, img_ch=3),
     "mnist": dict(in_ch=1, ch=32, mult=(1, 2, 2), nres=2, attn=(4,), heads=1, dropout=0.1,
                   groups=32, size=28, img_ch=1),
     "cifar": dict(in_ch=3, ch=128, mult=(1, 2, 2, 2), nres=2, attn=(2,), heads=1,

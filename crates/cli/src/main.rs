@@ -122,4 +122,12 @@ fn configure_threads(threads: Option<usize>) {
         .max(1);
     // SAFETY: called first thing in main, before any other thread exists.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    // candle 0.11 runs its own element-wise ops on a separate pool whose idle workers spin
+    // (25,000 pauses) after every op, taking a core from the rayon workers that run our
+    // kernels: 10-15% of a training step on two cores. Those ops are a small share of the
+    // work here, so they run on the calling thread instead, unless the user says otherwise.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: as above.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
 }

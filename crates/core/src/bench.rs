@@ -48,8 +48,11 @@ impl std::str::FromStr for BenchGuidance {
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
-    /// `tiny`, `mnist` or `cifar`.
+    /// A name for the report: `tiny`, `mnist` or `cifar` (the core's presets), or the name of
+    /// `model` when that is given.
     pub preset: String,
+    /// The network to time, instead of the core preset named `preset`.
+    pub model: Option<UNetConfig>,
     pub batch: usize,
     /// Side of the square images; the preset's usual size when `None` (tiny 16, mnist 28,
     /// cifar 32).
@@ -69,6 +72,7 @@ impl BenchConfig {
     pub fn new(preset: &str, batch: usize, device: Device) -> Self {
         Self {
             preset: preset.to_string(),
+            model: None,
             batch,
             image_size: None,
             channels: None,
@@ -138,9 +142,13 @@ fn device_name(d: &Device) -> String {
 /// Runs the benchmark: `warmup + iters` training steps, then `warmup + iters` sampling steps
 /// with the EMA copy of the network.
 pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
-    let mut model_cfg = UNetConfig::preset(&cfg.preset)?;
+    let mut model_cfg = match &cfg.model {
+        Some(m) => m.clone(),
+        None => UNetConfig::preset(&cfg.preset)?,
+    };
+    // The images each preset is made for: tiny and small the 16×16 shapes, mnist the digits.
     let (size, channels) = match cfg.preset.as_str() {
-        "tiny" => (16, 3),
+        "tiny" | "small" => (16, 3),
         "mnist" => (28, 1),
         _ => (32, 3),
     };

@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use clap::Parser;
 use ddlab_core::bench::{BenchConfig, BenchGuidance, BenchReport, run as run_bench};
-use ddlab_core::nn::UNetConfig;
+use ddlab_runner::config::{MODEL_PRESETS, model_preset};
 use ddlab_runner::device::{DeviceRequest, device_label};
 use std::process::ExitCode;
 
@@ -18,16 +18,17 @@ use std::process::ExitCode;
     ddlab --threads 1 bench --preset tiny\n\n\
     Record results, with the machine, in docs/BENCHMARKS.md.")]
 pub struct Args {
-    /// U-Net preset: tiny | mnist | cifar.
+    /// U-Net preset: tiny | small | mnist | cifar (small is the quickstart's shapes model).
     #[arg(long, default_value = "mnist")]
     preset: String,
     /// Images per training and sampling step.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Side of the square images (default: the preset's own: tiny 16, mnist 28, cifar 32).
+    /// Side of the square images (default: the preset's own: tiny and small 16, mnist 28,
+    /// cifar 32).
     #[arg(long)]
     image_size: Option<usize>,
-    /// Image channels (default: the preset's own: tiny 3, mnist 1, cifar 3).
+    /// Image channels (default: the preset's own: 1 for mnist, else 3).
     #[arg(long)]
     channels: Option<usize>,
     /// Untimed steps first (allocator and cache warm-up).
@@ -71,7 +72,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.iters == 0 {
         bail!("--iters must be at least 1");
     }
-    UNetConfig::preset(&a.preset)?;
+    let Some(model) = model_preset(&a.preset) else {
+        bail!(
+            "unknown model preset `{}` (expected {})",
+            a.preset,
+            MODEL_PRESETS.join(", ")
+        );
+    };
     let request: DeviceRequest = a.device.parse().map_err(anyhow::Error::msg)?;
     let devices = request.resolve()?;
     if let Some(note) = &devices.note {
@@ -79,6 +86,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     let device = devices.devices[0].clone();
     let mut cfg = BenchConfig::new(&a.preset, a.batch, device.clone());
+    cfg.model = Some(model);
     cfg.image_size = a.image_size;
     cfg.channels = a.channels;
     cfg.warmup = a.warmup;
