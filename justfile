@@ -56,10 +56,13 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Training and sampling speed of the U-Net presets; results go in docs/BENCHMARKS.md
+# Speed of every U-Net preset (beside PyTorch when importable), appended to docs/BENCHMARKS.md;
+# with arguments, one `ddlab bench` (e.g. just bench --preset cifar --batch 32 --json)
 [group('dev')]
 bench *args:
-    cargo run --release -- bench {{args}}
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -z "{{args}}" ]; then scripts/bench; else cargo run --release -- bench {{args}}; fi
 
 # Build ddlab with CUDA (no CUDA install needed: NVIDIA's wheels go under target/cuda-toolkit)
 [group('dev')]

@@ -107,6 +107,27 @@ pub fn timestamp(t: &str) -> String {
     t.get(..19).unwrap_or(t).replacen('T', " ", 1)
 }
 
+/// A run name that fits `width` columns. Sweep runs are named by their grid keys
+/// (`guidance=clip,guidance_scale=3.0`), and cutting such a name at the end hides exactly the
+/// values that tell the runs apart; so a name too long keeps the values and drops the keys
+/// (`clip,3.0`), and only what still does not fit is cut, with an ellipsis.
+pub fn run_name(name: &str, width: usize) -> String {
+    let chars = |s: &str| s.chars().count();
+    if chars(name) <= width {
+        return name.to_string();
+    }
+    let values: Vec<&str> = name
+        .split(',')
+        .map(|part| part.split_once('=').map_or(part, |(_, v)| v))
+        .collect();
+    let short = values.join(",");
+    if chars(&short) <= width {
+        return short;
+    }
+    let cut: String = short.chars().take(width.saturating_sub(1)).collect();
+    format!("{cut}…")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +148,16 @@ mod tests {
         assert_eq!(speed(4.56789), "4.57");
         assert_eq!(speed(12.34), "12.3");
         assert_eq!(timestamp("2026-11-25T07:54:12.345Z"), "2026-11-25 07:54:12");
+    }
+
+    #[test]
+    fn long_run_names_keep_the_values_that_tell_runs_apart() {
+        let name = "guidance=clip,guidance_scale=3.0";
+        assert_eq!(run_name(name, 40), name);
+        assert_eq!(run_name(name, 29), "clip,3.0");
+        assert_eq!(run_name("schedule=cosine,T=1000", 11), "cosine,1000");
+        assert_eq!(run_name("schedule=cosine,T=1000", 8), "cosine,…");
+        assert_eq!(run_name("a-very-long-plain-name", 6), "a-ver…");
+        assert_eq!(run_name("x", 0), "…");
     }
 }

@@ -263,7 +263,7 @@ fn cell<'a>(app: &App, run: &'a RunInfo, col: Col, width: u16) -> Line<'a> {
             None => Line::raw(""),
         },
         Col::Id => Line::raw(run.id.to_string()),
-        Col::Name => Line::raw(run.name.as_str()),
+        Col::Name => Line::raw(format::run_name(&run.name, width as usize)),
         Col::Status => Line::styled(format::status_text(run), format::status_style(run)),
         Col::Progress => progress_bar(run, width),
         Col::Speed => match run.steps_per_s {
