@@ -271,7 +271,8 @@ def main():
         "optimizer_s": med(3),
         "sample_step_s": statistics.median(samples),
         "images_per_s": B / med(0),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        # ru_maxrss is in KiB on Linux; MB (10^6 bytes) like ddlab bench.
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6,
     }
     if dev.type == "cuda":
         report["peak_gpu_mb"] = torch.cuda.max_memory_allocated(dev) / 1e6

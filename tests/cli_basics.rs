@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use std::time::{Duration, Instant};
 
 #[test]
 fn schedule_prints_full_precision_rows() {
@@ -217,4 +218,102 @@ fn bench_json_carries_every_documented_field() {
             .sum::<f64>();
         assert!(parts <= v["train_step_s"].as_f64().unwrap() * 1.001);
     }
+}
+
+/// The dashboard in a real pseudo-terminal whose window then closes: it must give up its
+/// threads and exit (crossterm alone would spin on the dead terminal forever).
+#[test]
+fn the_dashboard_exits_when_its_terminal_closes() {
+    use std::os::fd::FromRawFd;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path());
+    run_ok(
+        ddlab()
+            .current_dir(dir.path())
+            .args(["train", "--db", &db])
+            .args(sets(&["steps=2"])),
+    );
+    let (mut master, mut slave) = (0, 0);
+    let size = libc::winsize {
+        ws_row: 24,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two descriptors; the null name and termios pointers are allowed.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty failed");
+    // The child must not inherit the master side, or closing ours would not hang it up.
+    // SAFETY: fcntl on descriptors this test owns.
+    unsafe {
+        libc::fcntl(master, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(slave, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    // SAFETY: each Stdio owns a fresh duplicate of the slave descriptor.
+    let slave_io = || unsafe { Stdio::from_raw_fd(libc::dup(slave)) };
+    let mut child = ddlab()
+        .args(["tui", "--db", &db, "--refresh", "1"])
+        .stdin(slave_io())
+        .stdout(slave_io())
+        .stderr(slave_io())
+        .spawn()
+        .unwrap();
+    // SAFETY: our copy of the slave; the child holds its own.
+    unsafe { libc::close(slave) };
+    // Play the terminal until the dashboard has drawn its first frame: answer its cursor
+    // position query (ESC[6n) as a terminal emulator would.
+    let mut seen: Vec<u8> = vec![];
+    let mut answered = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(&seen).contains("Runs") && Instant::now() < deadline {
+        let mut fd = libc::pollfd {
+            fd: master,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: a valid pollfd; reads go into a local buffer of the stated size, the
+        // answer is a static byte string.
+        unsafe {
+            if libc::poll(&mut fd, 1, 1000) > 0 {
+                let mut buf = [0u8; 4096];
+                let n = libc::read(master, buf.as_mut_ptr().cast(), buf.len());
+                if n <= 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n as usize]);
+            }
+            if !answered && seen.windows(4).any(|w| w == b"\x1b[6n") {
+                let reply = b"\x1b[1;1R";
+                libc::write(master, reply.as_ptr().cast(), reply.len());
+                answered = true;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.contains("Runs"), "the dashboard drew no frame: {text}");
+    // The terminal window closes.
+    // SAFETY: our master descriptor, closed once.
+    unsafe { libc::close(master) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the dashboard kept running after its terminal closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // It ended on its own, not by a signal.
+    assert!(status.code().is_some(), "{status}");
 }

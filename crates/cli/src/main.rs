@@ -125,8 +125,11 @@ fn configure_threads(threads: Option<usize>) {
     // candle 0.11 runs its own element-wise ops on a separate pool whose idle workers spin
     // (25,000 pauses) after every op, taking a core from the rayon workers that run our
     // kernels: 10-15% of a training step on two cores. Those ops are a small share of the
-    // work here, so they run on the calling thread instead, unless the user says otherwise.
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+    // work here, so they run on the calling thread instead, unless the user says otherwise
+    // (or asks for stock candle's ops everywhere, DDLAB_OPS=candle, the benchmarks' baseline).
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none()
+        && std::env::var("DDLAB_OPS").map_or(true, |v| v != "candle")
+    {
         // SAFETY: as above.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }

@@ -179,50 +179,104 @@ fn event_loop<B: Backend>(
 
 /// Forwards terminal events, and termination signals (`terminated`). Polls with a timeout so
 /// that it notices both flags and never keeps reading stdin after the dashboard has returned.
+///
+/// A second thread watches for the terminal hanging up (its window closed, the SSH session
+/// dropped without a SIGHUP reaching us): crossterm 0.29 then spins forever inside `poll`,
+/// retrying a tty that only returns end-of-file, so the input thread cannot be relied on to
+/// notice, and is not waited for on the way out if it does not stop by itself.
 struct InputThread {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    input: Option<(std::thread::JoinHandle<()>, Receiver<()>)>,
+    watcher: Option<std::thread::JoinHandle<()>>,
 }
 
 impl InputThread {
     fn spawn(tx: mpsc::Sender<Msg>, terminated: Arc<AtomicBool>) -> std::io::Result<InputThread> {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
+        let (flag, input_tx) = (stop.clone(), tx.clone());
+        let (done_tx, done_rx) = mpsc::channel();
+        let input = std::thread::Builder::new()
             .name("ddlab-tui-input".into())
             .spawn(move || {
+                forward_input(&input_tx, &flag, &terminated);
+                let _ = done_tx.send(());
+            })?;
+        let flag = stop.clone();
+        let watcher = std::thread::Builder::new()
+            .name("ddlab-tui-hangup".into())
+            .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
-                    if terminated.load(Ordering::Relaxed) {
+                    if terminal_hung_up(Duration::from_millis(200)) {
                         let _ = tx.send(Msg::Terminated);
-                        break;
-                    }
-                    let msg = match event::poll(Duration::from_millis(100)) {
-                        Ok(false) => continue,
-                        // A signal arrived during the wait: the flag above says which.
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Ok(true) => match event::read() {
-                            Ok(ev) => Msg::Input(ev),
-                            Err(e) => Msg::InputFailed(e),
-                        },
-                        Err(e) => Msg::InputFailed(e),
-                    };
-                    let failed = matches!(msg, Msg::InputFailed(_));
-                    if tx.send(msg).is_err() || failed {
                         break;
                     }
                 }
             })?;
         Ok(InputThread {
             stop,
-            thread: Some(thread),
+            input: Some((input, done_rx)),
+            watcher: Some(watcher),
         })
     }
+}
+
+fn forward_input(tx: &mpsc::Sender<Msg>, stop: &AtomicBool, terminated: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        if terminated.load(Ordering::Relaxed) {
+            let _ = tx.send(Msg::Terminated);
+            break;
+        }
+        let msg = match event::poll(Duration::from_millis(100)) {
+            Ok(false) => continue,
+            // A signal arrived during the wait: the flag above says which.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Ok(true) => match event::read() {
+                Ok(ev) => Msg::Input(ev),
+                Err(e) => Msg::InputFailed(e),
+            },
+            Err(e) => Msg::InputFailed(e),
+        };
+        let failed = matches!(msg, Msg::InputFailed(_));
+        if tx.send(msg).is_err() || failed {
+            break;
+        }
+    }
+}
+
+/// Whether standard input, when it is a terminal, hung up within `timeout`. Asks only for
+/// the error conditions (no input events), so it never competes with crossterm for input.
+fn terminal_hung_up(timeout: Duration) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: isatty and poll on fd 0 with a valid pollfd; no memory is shared.
+        unsafe {
+            if libc::isatty(0) == 1 {
+                let mut fd = libc::pollfd {
+                    fd: 0,
+                    events: 0,
+                    revents: 0,
+                };
+                let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+                return libc::poll(&mut fd, 1, ms) > 0
+                    && fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0;
+            }
+        }
+    }
+    std::thread::sleep(timeout);
+    false
 }
 
 impl Drop for InputThread {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
+        // The input thread stops within its 100 ms poll, unless crossterm is spinning on a
+        // dead terminal: then it is left behind, and ends with the process.
+        if let Some((t, done)) = self.input.take()
+            && done.recv_timeout(Duration::from_millis(500)).is_ok()
+        {
             let _ = t.join();
         }
     }

@@ -14,7 +14,11 @@ static ACTIVE: AtomicBool = AtomicBool::new(false);
 static HOOK: Once = Once::new();
 
 pub struct TerminalGuard {
-    pub terminal: Terminal<CrosstermBackend<Stdout>>,
+    /// Never dropped: ratatui's own drop shows the cursor once more and `eprintln!`s when that
+    /// fails, which panics when the terminal is gone (a closed window, a dropped SSH session).
+    /// [`restore`] has already given the terminal back by then, so the few bytes of the
+    /// terminal's buffers are simply left to the process's exit.
+    pub terminal: std::mem::ManuallyDrop<Terminal<CrosstermBackend<Stdout>>>,
 }
 
 impl TerminalGuard {
@@ -39,7 +43,9 @@ impl TerminalGuard {
             Ok(t)
         })();
         match setup {
-            Ok(terminal) => Ok(TerminalGuard { terminal }),
+            Ok(terminal) => Ok(TerminalGuard {
+                terminal: std::mem::ManuallyDrop::new(terminal),
+            }),
             Err(e) => {
                 restore();
                 Err(e)

@@ -11,9 +11,10 @@
 //! - [`conv`]: out (C_out × grid) = W ⋆ x; with AVX-512 a 12 × 32 register tile (12 output
 //!   channels, 32 positions; 24 accumulators, 14 loads per 24 FMAs), with AVX2 a 6 × 16 tile
 //!   (12 accumulators, 8 loads per 12 FMAs).
-//! - [`weight_grad`]: dW += dy ⋆ x, reducing along positions; an R × 3 tile (R output
-//!   channels × the 3 horizontal taps of one input channel and row): R = 8 with AVX-512
-//!   (11 loads per 24 FMAs), 4 with AVX2 (7 loads per 12 FMAs).
+//! - [`weight_grad`]: dW += dy ⋆ x, reducing along positions. With AVX-512 a 3 × 9 tile (3
+//!   output channels × all 9 taps of one input channel: 27 accumulators, 12 loads per 27
+//!   FMAs, each dy vector streamed from L2 feeding 9 FMAs); with AVX2 a 4 × 3 tile (4 output
+//!   channels × the 3 horizontal taps of one input row: 7 loads per 12 FMAs).
 //!
 //! The AVX-512 kernels run wherever the CPU has AVX-512F (Intel since Skylake-SP, AMD since
 //! Zen 4): twice the lanes per FMA, and about twice the throughput of the AVX2 kernels there.

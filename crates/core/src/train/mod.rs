@@ -287,6 +287,9 @@ impl Trainer {
         }
         let forward_done = Instant::now();
         let grads = loss.backward()?;
+        // On a GPU the kernels run asynchronously: wait for them so that the phases are timed
+        // where they run (a no-op on the CPU).
+        x0.device().synchronize()?;
         let backward_done = Instant::now();
         let vars = self.params.named_vars();
         let mut g = Vec::with_capacity(vars.len());
@@ -321,6 +324,7 @@ impl Trainer {
         self.step += 1;
         let plain: Vec<Var> = vars.into_iter().map(|(_, v)| v).collect();
         self.ema.update(&plain, self.step as u64)?;
+        x0.device().synchronize()?;
         let done = Instant::now();
         Ok((
             StepStats {
