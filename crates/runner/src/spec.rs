@@ -132,16 +132,22 @@ fn check_key(key: &str, value: &toml::Value) -> Result<(), String> {
 /// A `--set key=value` override. The value is TOML (`T=100`, `channel_mult=[1,2]`,
 /// `schedule="cosine"`); a bare word is taken as a string (`schedule=cosine`).
 pub fn parse_override(s: &str) -> Result<(String, toml::Value), SpecError> {
+    let (k, value) = parse_key_value(s, "--set")?;
+    check_key(&k, &value).map_err(|e| SpecError(format!("--set {s}: {e}")))?;
+    Ok((canonical_key(&k).to_string(), value))
+}
+
+/// `key=value` with the value read as TOML, or as a string when it is a bare word.
+fn parse_key_value(s: &str, flag: &str) -> Result<(String, toml::Value), SpecError> {
     let (k, v) = s
         .split_once('=')
-        .ok_or_else(|| SpecError(format!("--set {s}: expected key=value")))?;
+        .ok_or_else(|| SpecError(format!("{flag} {s}: expected key=value")))?;
     let (k, v) = (k.trim(), v.trim());
     let value = match toml::from_str::<toml::Table>(&format!("v = {v}")) {
         Ok(mut t) => t.remove("v").expect("parsed key"),
         Err(_) => toml::Value::String(v.to_string()),
     };
-    check_key(k, &value).map_err(|e| SpecError(format!("--set {s}: {e}")))?;
-    Ok((canonical_key(k).to_string(), value))
+    Ok((k.to_string(), value))
 }
 
 fn check_table(path: &Path, text: &str, table: &SpannedTable) -> Result<toml::Table, SpecError> {
@@ -174,8 +180,18 @@ fn show(v: &toml::Value) -> String {
 }
 
 /// Reads a sweep spec, applies `--set` overrides to its base, expands the grid and validates
-/// every run.
+/// every run. A `--set` of a key the grid varies fixes that axis to the one value.
 pub fn load_sweep(path: &Path, overrides: &[String]) -> Result<SweepSpec, SpecError> {
+    load_sweep_with(path, overrides, &[])
+}
+
+/// [`load_sweep`], plus `--grid key=[v1, v2]` overrides that replace a grid axis's values (or
+/// add an axis).
+pub fn load_sweep_with(
+    path: &Path,
+    overrides: &[String],
+    grid_overrides: &[String],
+) -> Result<SweepSpec, SpecError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         SpecError(format!(
             "cannot read the sweep spec {}: {e}",
@@ -192,9 +208,28 @@ pub fn load_sweep(path: &Path, overrides: &[String]) -> Result<SweepSpec, SpecEr
         )));
     }
     let mut base = check_table(path, &text, &raw.base)?;
+    let mut fixed: Vec<(String, toml::Value)> = vec![];
     for o in overrides {
         let (k, v) = parse_override(o)?;
+        fixed.push((canonical_key(&k).to_string(), v.clone()));
         base.insert(k, v);
+    }
+    let mut replaced: Vec<(String, Vec<toml::Value>)> = vec![];
+    for o in grid_overrides {
+        let (k, v) = parse_key_value(o, "--grid")?;
+        match v {
+            toml::Value::Array(a) if !a.is_empty() => {
+                for value in &a {
+                    check_key(&k, value).map_err(|e| SpecError(format!("--grid {o}: {e}")))?;
+                }
+                replaced.push((canonical_key(&k).to_string(), a));
+            }
+            _ => {
+                return Err(SpecError(format!(
+                    "--grid {o}: expected a non-empty list, e.g. --grid 'T=[100, 1000]'"
+                )));
+            }
+        }
     }
 
     // Grid axes in file order.
@@ -217,11 +252,22 @@ pub fn load_sweep(path: &Path, overrides: &[String]) -> Result<SweepSpec, SpecEr
         for value in &values {
             check_key(k.get_ref(), value).map_err(|e| at(format!("grid {e}")))?;
         }
-        axes.push((
-            k.span().start,
-            canonical_key(k.get_ref()).to_string(),
-            values,
-        ));
+        let key = canonical_key(k.get_ref()).to_string();
+        // A --set of this key fixes the axis; a --grid of it replaces its values.
+        let values = match (
+            fixed.iter().rev().find(|(f, _)| *f == key),
+            replaced.iter().rev().find(|(r, _)| *r == key),
+        ) {
+            (_, Some((_, vs))) => vs.clone(),
+            (Some((_, v)), None) => vec![v.clone()],
+            (None, None) => values,
+        };
+        axes.push((k.span().start, key, values));
+    }
+    for (key, values) in &replaced {
+        if !axes.iter().any(|a| &a.1 == key) {
+            axes.push((usize::MAX, key.clone(), values.clone()));
+        }
     }
     axes.sort_by_key(|a| a.0);
 

@@ -2,7 +2,7 @@
 //! naming the file, the line and the key — before anything runs.
 
 use ddlab_runner::config::RunConfig;
-use ddlab_runner::spec::{load_run_config, load_sweep, parse_override};
+use ddlab_runner::spec::{load_run_config, load_sweep, load_sweep_with, parse_override};
 use std::path::PathBuf;
 
 fn write(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
@@ -43,6 +43,33 @@ fn the_grid_is_a_cartesian_product_in_file_order() {
     // The same config always has the same identity; an explicit default does not change it.
     let again = load_sweep(&p, &["steps=20".into(), "lr=0.0002".into()]).unwrap();
     assert_eq!(again.runs[3].config_hash, s.runs[3].config_hash);
+
+    // --set on a grid key fixes its axis; --grid replaces an axis or adds one.
+    let fixed = load_sweep(&p, &["T=1000".into()]).unwrap();
+    assert_eq!(fixed.runs.len(), 4);
+    assert!(fixed.runs.iter().all(|r| r.resolved.config.t == 1000));
+    assert_eq!(fixed.runs[0].name, "schedule=linear,T=1000,seed=0");
+    let regrid = load_sweep_with(
+        &p,
+        &[],
+        &[
+            "T=[50, 500]".into(),
+            "schedule=[\"cosine\"]".into(),
+            "lr=[1e-3, 2e-4]".into(),
+        ],
+    )
+    .unwrap();
+    let names: Vec<&str> = regrid.runs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(regrid.runs.len(), 8, "{names:?}");
+    assert_eq!(names[0], "schedule=cosine,T=50,seed=0,lr=0.001");
+    let e = load_sweep_with(&p, &[], &["T=100".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--grid T=100") && e.contains("list"), "{e}");
+    let e = load_sweep_with(&p, &[], &["T=[0]".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("T=0") && e.contains("impossible"), "{e}");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use ddlab_runner::DataCache;
 use ddlab_runner::device::DeviceRequest;
 use ddlab_runner::recorder::SyncStore;
 use ddlab_runner::slurm::{self, SlurmOptions, check_db_for_cluster};
-use ddlab_runner::spec::load_sweep;
+use ddlab_runner::spec::load_sweep_with;
 use ddlab_runner::sweep::{WorkOptions, plan_slots, preflight, register, work};
 use ddlab_store::RunStatus;
 use std::path::PathBuf;
@@ -29,9 +29,13 @@ pub struct Args {
     /// The sweep spec (TOML with [sweep], [base] and [grid]).
     #[arg(default_value = "experiments/quickstart.toml")]
     spec: PathBuf,
-    /// Override a [base] key: --set steps=500.
+    /// Override a [base] key: --set steps=500. On a key the [grid] varies it fixes that axis
+    /// to the one value (--set T=1000).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Replace (or add) a [grid] axis: --grid 'T=[100, 1000]'.
+    #[arg(long = "grid", value_name = "KEY=[VALUES]")]
+    grid: Vec<String>,
     /// Runs at once (on GPUs: one slot per GPU, times --runs-per-gpu).
     #[arg(long, short, default_value_t = 1)]
     jobs: usize,
@@ -97,7 +101,7 @@ pub struct SlurmArgs {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let spec = load_sweep(&a.spec, &a.set)?;
+    let spec = load_sweep_with(&a.spec, &a.set, &a.grid)?;
     if a.dry_run {
         println!("sweep `{}`: {} runs", spec.name, spec.runs.len());
         for r in &spec.runs {
