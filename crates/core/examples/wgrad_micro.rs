@@ -38,7 +38,11 @@ fn main() {
         let tf = t0.elapsed().as_secs_f64();
         let mut dw = vec![0f32; co * ci * 9];
         let t0 = Instant::now();
-        let group = (1024 / p.grid()).clamp(1, 16);
+        let target: usize = std::env::var("GROUP_POS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1024);
+        let group = (target / p.grid()).clamp(1, 16);
         for m0 in (0..imgs).step_by(group) {
             let n = group.min(imgs - m0);
             weight_grad_with(

@@ -369,7 +369,7 @@ impl ClipTrainer {
         }
         let grads = loss.backward()?;
         let vars = self.params.vars();
-        let mut g: Vec<Tensor> = vars
+        let g: Vec<Tensor> = vars
             .iter()
             .map(|v| {
                 grads
@@ -378,24 +378,12 @@ impl ClipTrainer {
                     .map_or_else(|| v.zeros_like(), Ok)
             })
             .collect::<candle_core::Result<_>>()?;
-        let norm: f64 = g
-            .iter()
-            .map(|t| {
-                t.sqr()
-                    .and_then(|s| s.sum_all())
-                    .and_then(|s| s.to_dtype(DType::F64))
-                    .and_then(|s| s.to_scalar::<f64>())
-            })
-            .sum::<candle_core::Result<f64>>()?
-            .sqrt();
-        if norm > 1.0 {
-            for t in &mut g {
-                *t = (&*t / norm)?;
-            }
-        }
+        let norm = crate::train::optim::global_norm(&g)?;
         let lr = self.train.lr
             * ((self.step + 1) as f64 / self.train.warmup_steps.max(1) as f64).min(1.0);
-        self.optimizer.step(&g, lr)?;
+        // Clipped to norm 1.
+        self.optimizer
+            .step(&g, lr, if norm > 1.0 { 1.0 / norm } else { 1.0 })?;
         self.step += 1;
         let temperature = 1.0
             / scale

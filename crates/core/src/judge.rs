@@ -285,7 +285,7 @@ impl JudgeTrainer {
             .collect::<candle_core::Result<_>>()?;
         let p = self.step as f64 / self.train.steps as f64;
         let lr = self.train.lr * 0.5 * (1.0 + (std::f64::consts::PI * p.min(1.0)).cos());
-        self.optimizer.step(&g, lr)?;
+        self.optimizer.step(&g, lr, 1.0)?;
         self.step += 1;
         Ok(value)
     }

@@ -401,3 +401,110 @@ fn attention_gradients_match_finite_differences() {
         &weight,
     );
 }
+
+/// The AdamW update as the formula reads, in tensor ops.
+fn adamw_reference(
+    theta: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    g: &Tensor,
+    p: ops::AdamWStep,
+) -> [Tensor; 3] {
+    let g = (g * p.grad_scale).unwrap();
+    let m = ((m * p.beta1).unwrap() + (&g * (1.0 - p.beta1)).unwrap()).unwrap();
+    let v = ((v * p.beta2).unwrap() + (g.sqr().unwrap() * (1.0 - p.beta2)).unwrap()).unwrap();
+    let m_hat = (&m / p.bias_correction1).unwrap();
+    let v_hat = (&v / p.bias_correction2).unwrap();
+    let update = (m_hat / (v_hat.sqrt().unwrap() + p.eps).unwrap()).unwrap();
+    let theta =
+        ((theta * (1.0 - p.lr * p.weight_decay)).unwrap() - (update * p.lr).unwrap()).unwrap();
+    [theta, m, v]
+}
+
+#[test]
+fn fused_adamw_and_ema_match_the_formulas() {
+    let mut rng = Rng::new(23, 23);
+    // Sizes on both sides of the parallel threshold, odd ones, and a transposed gradient.
+    for (shape, transposed) in [
+        (vec![7], false),
+        (vec![3, 5], true),
+        (vec![64, 32, 3, 3], false),
+        (vec![301, 233], true),
+    ] {
+        let label = format!("{shape:?} transposed={transposed}");
+        let var = Var::from_tensor(&randn(&mut rng, &shape)).unwrap();
+        let (mut m, mut v) = (var.zeros_like().unwrap(), var.zeros_like().unwrap());
+        let mut reference = [
+            var.as_tensor().copy().unwrap(),
+            m.copy().unwrap(),
+            v.copy().unwrap(),
+        ];
+        let mut shadow = var.as_tensor().copy().unwrap();
+        let mut shadow_ref = shadow.copy().unwrap();
+        for t in 1..=4 {
+            let g = if transposed {
+                let mut dims = shape.clone();
+                dims.reverse();
+                randn(&mut rng, &dims).t().unwrap()
+            } else {
+                randn(&mut rng, &shape)
+            };
+            let p = ops::AdamWStep {
+                lr: 1e-2,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.1,
+                bias_correction1: 1.0 - 0.9f64.powi(t),
+                bias_correction2: 1.0 - 0.999f64.powi(t),
+                grad_scale: 0.5,
+            };
+            ops::adamw_step(&var, &mut m, &mut v, &g, p).unwrap();
+            reference = adamw_reference(&reference[0], &reference[1], &reference[2], &g, p);
+            for (name, a, b) in [
+                ("θ", var.as_tensor(), &reference[0]),
+                ("m", &m, &reference[1]),
+                ("v", &v, &reference[2]),
+            ] {
+                let e = rel_err(a, b);
+                assert!(e <= 1e-6, "{label} step {t}: {name} relative error {e}");
+            }
+            ops::ema_update(&mut shadow, var.as_tensor(), 0.9).unwrap();
+            shadow_ref = ((&shadow_ref * 0.9).unwrap() + (var.as_tensor() * 0.1).unwrap()).unwrap();
+            let e = rel_err(&shadow, &shadow_ref);
+            assert!(e <= 1e-6, "{label} step {t}: EMA relative error {e}");
+            let ss = ops::sum_of_squares(&g).unwrap();
+            let ss_ref: f64 = g
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|&x| f64::from(x).powi(2))
+                .sum();
+            assert!(
+                (ss - ss_ref).abs() <= 1e-9 * ss_ref,
+                "{label}: Σx² {ss} vs {ss_ref}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_update_of_moments_sharing_storage_is_an_error_not_a_silent_corruption() {
+    let var = Var::from_tensor(&Tensor::ones(16, DType::F32, &Device::Cpu).unwrap()).unwrap();
+    let mut m = var.zeros_like().unwrap();
+    let mut v = m.clone();
+    let g = Tensor::ones(16, DType::F32, &Device::Cpu).unwrap();
+    let p = ops::AdamWStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        bias_correction1: 0.1,
+        bias_correction2: 0.001,
+        grad_scale: 1.0,
+    };
+    assert!(ops::adamw_step(&var, &mut m, &mut v, &g, p).is_err());
+}

@@ -9,6 +9,7 @@ pub mod direct;
 pub mod gemm;
 pub mod groupnorm;
 pub mod math;
+pub mod optim;
 
 use candle_core::{D, DType, Tensor};
 
@@ -246,9 +247,12 @@ pub struct AdamWStep {
     /// 1 − β₁ᵗ and 1 − β₂ᵗ.
     pub bias_correction1: f64,
     pub bias_correction2: f64,
+    /// Factor applied to the gradient first (gradient-norm clipping; 1 for none).
+    pub grad_scale: f64,
 }
 
-/// One AdamW update of `var` in place, updating its moments `m` and `v`.
+/// One AdamW update of `var` in place, updating its moments `m` and `v`, which must not share
+/// storage with anything else (on the CPU they are written in place).
 pub fn adamw_step(
     var: &candle_core::Var,
     m: &mut Tensor,
@@ -256,13 +260,79 @@ pub fn adamw_step(
     g: &Tensor,
     p: AdamWStep,
 ) -> Result<()> {
+    let theta = var.as_tensor();
+    if fast_cpu(theta) && [&*m, &*v, g].iter().all(|t| fast_cpu(t)) {
+        if shares_storage(m, v) {
+            return Err(crate::Error::InvalidModel(
+                "the AdamW moments m and v share storage; give each its own tensor".into(),
+            ));
+        }
+        let g = g.contiguous()?;
+        for (moment, beta, square) in [(&*m, p.beta1, false), (&*v, p.beta2, true)] {
+            moment.inplace_op2(
+                &g,
+                &optim::MomentUpdate {
+                    beta: beta as f32,
+                    one_minus_beta: (1.0 - beta) as f32,
+                    grad_scale: p.grad_scale as f32,
+                    square,
+                },
+            )?;
+        }
+        theta.inplace_op3(
+            m,
+            v,
+            &optim::AdamWParamUpdate {
+                lr: p.lr as f32,
+                decay: (1.0 - p.lr * p.weight_decay) as f32,
+                eps: p.eps as f32,
+                inv_bias_correction1: (1.0 / p.bias_correction1) as f32,
+                inv_bias_correction2: (1.0 / p.bias_correction2) as f32,
+            },
+        )?;
+        return Ok(());
+    }
+    let g = &(g * p.grad_scale)?;
     *m = ((&*m * p.beta1)? + (g * (1.0 - p.beta1))?)?;
     *v = ((&*v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
     let m_hat = (&*m / p.bias_correction1)?;
     let v_hat = (&*v / p.bias_correction2)?;
     let update = (m_hat / (v_hat.sqrt()? + p.eps)?)?;
-    let theta = var.as_tensor();
     let next = ((theta * (1.0 - p.lr * p.weight_decay))? - (update * p.lr)?)?;
     var.set(&next)?;
     Ok(())
+}
+
+/// Whether two tensors are views of one storage.
+fn shares_storage(a: &Tensor, b: &Tensor) -> bool {
+    let (sa, _) = a.storage_and_layout();
+    let (sb, _) = b.storage_and_layout();
+    std::ptr::eq(&*sa, &*sb)
+}
+
+/// `shadow ← decay·shadow + (1 − decay)·theta`; on the CPU in place, so `shadow` must not share
+/// storage with anything else.
+pub fn ema_update(shadow: &mut Tensor, theta: &Tensor, decay: f64) -> Result<()> {
+    if fast_cpu(shadow) && fast_cpu(theta) {
+        shadow.inplace_op2(
+            &theta.contiguous()?,
+            &optim::EmaUpdate {
+                decay: decay as f32,
+                one_minus_decay: (1.0 - decay) as f32,
+            },
+        )?;
+    } else {
+        *shadow = ((&*shadow * decay)? + (theta * (1.0 - decay))?)?.detach();
+    }
+    Ok(())
+}
+
+/// Σ x² over every element, in f64.
+pub fn sum_of_squares(x: &Tensor) -> Result<f64> {
+    let s = if fast_cpu(x) {
+        x.contiguous()?.apply_op1_no_bwd(&optim::SumOfSquares)?
+    } else {
+        x.sqr()?.sum_all()?.to_dtype(DType::F64)?
+    };
+    Ok(s.to_scalar::<f64>()?)
 }

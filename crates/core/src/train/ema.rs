@@ -28,7 +28,7 @@ impl Ema {
     pub fn update(&mut self, vars: &[Var], updates: u64) -> Result<()> {
         let d = self.effective_decay(updates);
         for (s, v) in self.shadow.iter_mut().zip(vars) {
-            *s = ((&*s * d)? + (v.as_tensor() * (1.0 - d))?)?.detach();
+            crate::ops::ema_update(s, v.as_tensor(), d)?;
         }
         Ok(())
     }

@@ -306,21 +306,20 @@ impl Trainer {
         // The graph (every activation) is no longer needed: free it before the update.
         drop(grads);
         drop(loss);
-        let grad_norm = global_norm(&g)?;
+        let grad_norm = optim::global_norm(&g)?;
         if !grad_norm.is_finite() {
             return Err(Error::Diverged {
                 step: self.step + 1,
                 loss: grad_norm,
             });
         }
-        if self.config.grad_clip > 0.0 && grad_norm > self.config.grad_clip {
-            let scale = self.config.grad_clip / (grad_norm + 1e-6);
-            for t in &mut g {
-                *t = (&*t * scale)?;
-            }
-        }
+        let grad_scale = if self.config.grad_clip > 0.0 && grad_norm > self.config.grad_clip {
+            self.config.grad_clip / (grad_norm + 1e-6)
+        } else {
+            1.0
+        };
         let lr = self.config.lr_at(self.step);
-        self.optimizer.step(&g, lr)?;
+        self.optimizer.step(&g, lr, grad_scale)?;
         self.step += 1;
         let plain: Vec<Var> = vars.into_iter().map(|(_, v)| v).collect();
         self.ema.update(&plain, self.step as u64)?;
@@ -418,6 +417,8 @@ impl Trainer {
                 .get(&key)
                 .ok_or_else(|| Error::Checkpoint(format!("tensor `{key}` is missing")))?
                 .to_device(&device)
+                // A copy of its own: the CPU update writes moments and shadows in place.
+                .and_then(|t| t.copy())
                 .map_err(Error::from)
         };
         let names: Vec<String> = self
@@ -440,18 +441,6 @@ impl Trainer {
         self.step = ck.get_parsed::<usize>("ddlab.step")?;
         Ok(())
     }
-}
-
-fn global_norm(grads: &[Tensor]) -> Result<f64> {
-    let mut total = 0f64;
-    for g in grads {
-        total += g
-            .sqr()?
-            .sum_all()?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?;
-    }
-    Ok(total.sqrt())
 }
 
 /// A network restored for inference from a checkpoint: its configs and its EMA (or raw) weights.

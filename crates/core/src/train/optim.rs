@@ -41,7 +41,11 @@ impl AdamW {
             .iter()
             .map(|v| v.zeros_like())
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let v = m.clone();
+        // Separate allocations: the CPU update writes each in place.
+        let v = vars
+            .iter()
+            .map(|v| v.zeros_like())
+            .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
             vars,
             m,
@@ -51,8 +55,9 @@ impl AdamW {
         })
     }
 
-    /// One update with gradients in the same order as the variables.
-    pub fn step(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
+    /// One update with gradients in the same order as the variables, each multiplied by
+    /// `grad_scale` first (gradient clipping; 1 for none).
+    pub fn step(&mut self, grads: &[Tensor], lr: f64, grad_scale: f64) -> Result<()> {
         self.t += 1;
         let AdamWConfig {
             beta1,
@@ -76,6 +81,7 @@ impl AdamW {
                     weight_decay: if var.rank() >= 2 { weight_decay } else { 0.0 },
                     bias_correction1: bc1,
                     bias_correction2: bc2,
+                    grad_scale,
                 },
             )?;
         }
@@ -87,9 +93,19 @@ impl AdamW {
         (&self.m, &self.v)
     }
 
+    /// Restores the moments (tensors of their own: they are updated in place on the CPU).
     pub fn set_moments(&mut self, m: Vec<Tensor>, v: Vec<Tensor>, t: u64) {
         self.m = m;
         self.v = v;
         self.t = t;
     }
+}
+
+/// The global L2 norm of a set of gradients.
+pub fn global_norm(grads: &[Tensor]) -> Result<f64> {
+    let mut total = 0f64;
+    for g in grads {
+        total += crate::ops::sum_of_squares(g)?;
+    }
+    Ok(total.sqrt())
 }
