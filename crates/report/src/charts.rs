@@ -87,6 +87,20 @@ fn tidy(x: f64) -> String {
 }
 
 /// (min, max) of finite values, padded; a fallback range when empty or flat.
+/// A tick value as a person writes it: a log axis steps by 0.1 and prints 0.7000000000000001
+/// and 0.30000000000000004 otherwise.
+fn tick_label(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        return "0".into();
+    }
+    if !(1e-3..1e6).contains(&a) {
+        return format!("{v:.1e}");
+    }
+    let s = format!("{v:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 fn range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in values.filter(|v| v.is_finite() && (!log || *v > 0.0)) {
@@ -146,6 +160,7 @@ impl Chart for LossChart {
             .x_desc("training step")
             .x_label_formatter(&|x| format!("{x:.0}"))
             .y_desc("loss (log scale)")
+            .y_label_formatter(&|y| tick_label(*y))
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(plot_err)?;
@@ -396,5 +411,21 @@ impl Chart for ScheduleChart {
                 .map_err(plot_err)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tick_label;
+
+    #[test]
+    fn tick_labels_are_short() {
+        assert_eq!(tick_label(0.7000000000000001), "0.7");
+        assert_eq!(tick_label(0.30000000000000004), "0.3");
+        assert_eq!(tick_label(0.05), "0.05");
+        assert_eq!(tick_label(1.0), "1");
+        assert_eq!(tick_label(0.0), "0");
+        assert_eq!(tick_label(2500.0), "2500");
+        assert_eq!(tick_label(0.00012), "1.2e-4");
     }
 }
