@@ -86,7 +86,6 @@ fn tidy(x: f64) -> String {
     }
 }
 
-/// (min, max) of finite values, padded; a fallback range when empty or flat.
 /// A tick value as a person writes it: a log axis steps by 0.1 and prints 0.7000000000000001
 /// and 0.30000000000000004 otherwise.
 fn tick_label(v: f64) -> String {
@@ -101,6 +100,7 @@ fn tick_label(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// (min, max) of finite values, padded; a fallback range when empty or flat.
 fn range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in values.filter(|v| v.is_finite() && (!log || *v > 0.0)) {

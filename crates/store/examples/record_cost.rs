@@ -35,7 +35,7 @@ async fn main() {
         })
         .await
         .unwrap();
-    // Per step: loss, lr and grad norm (steps/s is written every 50 steps and is ignored here).
+    // Per step: loss, lr and grad norm (steps/s, every 20 steps, is left out).
     let steps_per_flush = (5000.0 / step_ms).ceil() as i64;
     let flushes = 40;
     let mut spent = Vec::new();

@@ -292,7 +292,13 @@ pub fn adamw_step(
         )?;
         return Ok(());
     }
-    let g = &(g * p.grad_scale)?;
+    let scaled;
+    let g = if p.grad_scale == 1.0 {
+        g
+    } else {
+        scaled = (g * p.grad_scale)?;
+        &scaled
+    };
     *m = ((&*m * p.beta1)? + (g * (1.0 - p.beta1))?)?;
     *v = ((&*v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
     let m_hat = (&*m / p.bias_correction1)?;
@@ -305,9 +311,13 @@ pub fn adamw_step(
 
 /// Whether two tensors are views of one storage.
 fn shares_storage(a: &Tensor, b: &Tensor) -> bool {
-    let (sa, _) = a.storage_and_layout();
-    let (sb, _) = b.storage_and_layout();
-    std::ptr::eq(&*sa, &*sb)
+    // One lock at a time: two read guards held together could deadlock against a writer
+    // waiting on the same storage.
+    let address = |t: &Tensor| {
+        let (s, _) = t.storage_and_layout();
+        &*s as *const _ as usize
+    };
+    address(a) == address(b)
 }
 
 /// `shadow ← decay·shadow + (1 − decay)·theta`; on the CPU in place, so `shadow` must not share

@@ -4,8 +4,9 @@
 //! about a third of the `cifar` step); here each is one pass that writes in place.
 //!
 //! In-place writes are only sound on storage nobody else holds: the optimiser and the EMA own
-//! their moment and shadow tensors (each allocated on its own), and the checkpoint and the
-//! EMA model copy them before the next update.
+//! their moment and shadow tensors (each allocated or restored as a copy of its own), the EMA
+//! model copies the shadows, and a `Checkpoint` (which shares them) is serialised before the
+//! next update.
 
 use candle_core::{CpuStorage, CustomOp1, InplaceOp2, InplaceOp3, Layout, Shape, bail};
 use rayon::prelude::*;
@@ -127,7 +128,8 @@ impl InplaceOp3 for AdamWParamUpdate {
         let (inv1, inv2) = (self.inv_bias_correction1, self.inv_bias_correction2);
         let body = |(t, (m, v)): (&mut [f32], (&[f32], &[f32]))| {
             for ((t, &m), &v) in t.iter_mut().zip(m).zip(v) {
-                *t = *t * decay - lr * (m * inv1) / ((v * inv2).sqrt() + eps);
+                // In the order of the tensor-op formula, so both round alike.
+                *t = *t * decay - (m * inv1) / ((v * inv2).sqrt() + eps) * lr;
             }
         };
         if theta.len() < PARALLEL_MIN {

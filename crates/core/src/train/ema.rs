@@ -13,7 +13,7 @@ impl Ema {
     pub fn new(vars: &[Var], decay: f64) -> Result<Self> {
         let shadow = vars
             .iter()
-            .map(|v| v.as_tensor().copy())
+            .map(|v| v.as_tensor().copy().map(|t| t.detach()))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self { decay, shadow })
     }

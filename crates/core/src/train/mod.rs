@@ -380,6 +380,8 @@ impl Trainer {
     }
 
     /// Everything needed to continue exactly: weights, EMA, Adam moments, counters, configs.
+    /// The tensors are views of the live state, which the next step updates in place:
+    /// serialise the checkpoint (`to_bytes`) before training on.
     pub fn checkpoint(&self, extra_metadata: BTreeMap<String, String>) -> Result<Checkpoint> {
         let mut ck = Checkpoint::default();
         let (m, v) = self.optimizer.moments();
