@@ -307,7 +307,9 @@ impl Trainer {
         drop(grads);
         drop(loss);
         let grad_norm = optim::global_norm(&g)?;
-        if !grad_norm.is_finite() {
+        // The norm is summed in f64, but past √f32::MAX the f32 squares in Adam's second moment
+        // overflow and the weights would silently stop moving: that is divergence too.
+        if !grad_norm.is_finite() || grad_norm > f64::from(f32::MAX).sqrt() {
             return Err(Error::Diverged {
                 step: self.step + 1,
                 loss: grad_norm,
