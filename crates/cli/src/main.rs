@@ -105,8 +105,10 @@ fn retain_freed_memory() {
     }
 }
 
-/// Fixes the CPU thread count once, before any pool starts. candle reads `RAYON_NUM_THREADS` on
-/// every matrix product and otherwise re-reads /proc/cpuinfo each time, so it is always set.
+/// Fixes the CPU thread count once, before any pool starts. The kernels run on candle's barrier
+/// pool (`CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`) and the matrix products inside candle
+/// on rayon's (`RAYON_NUM_THREADS`, which candle reads on every product and otherwise re-reads
+/// /proc/cpuinfo each time), so both are set to the same count.
 fn configure_threads(threads: Option<usize>) {
     let n = threads
         .or_else(|| {
@@ -121,16 +123,8 @@ fn configure_threads(threads: Option<usize>) {
         })
         .max(1);
     // SAFETY: called first thing in main, before any other thread exists.
-    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
-    // candle 0.11 runs its own element-wise ops on a separate pool whose idle workers spin
-    // (25,000 pauses) after every op, taking a core from the rayon workers that run our
-    // kernels: 10-15% of a training step on two cores. Those ops are a small share of the
-    // work here, so they run on the calling thread instead, unless the user says otherwise
-    // (or asks for stock candle's ops everywhere, DDLAB_OPS=candle, the benchmarks' baseline).
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none()
-        && std::env::var("DDLAB_OPS").map_or(true, |v| v != "candle")
-    {
-        // SAFETY: as above.
-        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    unsafe {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
     }
 }

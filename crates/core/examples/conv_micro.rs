@@ -22,6 +22,14 @@ fn wall() -> f64 {
 }
 
 fn main() {
+    // As the ddlab binary does: keep freed memory in the heap, so that timings do not include
+    // fresh pages.
+    // SAFETY: plain calls into glibc before any allocation-heavy work.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 16 << 20);
+    }
     let single = std::env::var("RAYON_NUM_THREADS").as_deref() == Ok("1");
     let clock: fn() -> f64 = if single { cpu_time } else { wall };
     let dev = Device::Cpu;

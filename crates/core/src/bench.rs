@@ -296,7 +296,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
         channels: model_cfg.in_channels,
         params: trainer.params.num_params(),
         device: device_name(&cfg.device),
-        threads: rayon::current_num_threads(),
+        threads: crate::ops::cpu::threads(),
         iters: cfg.iters,
         train_step_s,
         forward_s: median(&steps.iter().map(|s| s.1.forward_s).collect::<Vec<_>>()),

@@ -71,16 +71,13 @@ fn compare(
     }
 }
 
-/// Runs `f` in a rayon pool of `threads` threads. The conv op picks its kernel (direct 3×3 or
-/// im2col + GEMM) and its work split from the pool size and the batch, so every conv check
-/// runs with one thread (each image on the calling thread, the direct kernel for all 3×3
-/// stride-1 padding-1 convs) and with eight (the GEMM path for batches under eight).
-fn in_pool(threads: usize, f: impl FnOnce() + Send) {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap()
-        .install(f)
+/// Runs `f` with the kernels splitting work for `threads` threads. The conv op picks its
+/// kernel (direct 3×3 or im2col + GEMM) and its work split from the thread count and the
+/// batch, so every conv check runs with one thread (each image on the calling thread, the
+/// direct kernel for all 3×3 stride-1 padding-1 convs) and with eight (the GEMM path for
+/// batches under eight).
+fn in_pool(threads: usize, f: impl FnOnce()) {
+    ddlab_core::ops::cpu::with_threads(threads, f)
 }
 
 #[test]

@@ -189,12 +189,16 @@ pub fn work(
                     (&data, &worker, &completed, &failed, &interrupted);
                 scope.spawn(move || -> Result<()> {
                     // Each CPU slot gets its own share of the cores.
+                    // The kernels split their work for that share; they run on candle's
+                    // barrier pool when it is free and on this slot's rayon pool when another
+                    // slot holds it (ddlab_core::ops::cpu).
+                    let threads = if device.is_cpu() {
+                        opts.cpu_threads_per_run.max(1)
+                    } else {
+                        1
+                    };
                     let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(if device.is_cpu() {
-                            opts.cpu_threads_per_run.max(1)
-                        } else {
-                            1
-                        })
+                        .num_threads(threads)
                         .thread_name(move |i| format!("ddlab-slot{slot}-{i}"))
                         .build()?;
                     let label = device_label(device);
@@ -220,16 +224,18 @@ pub fn work(
                                 let observer = observers.create(&run);
                                 let _beat = Heartbeat::start(store.clone(), run.id);
                                 pool.install(|| {
-                                    run_one(
-                                        store,
-                                        &run,
-                                        &plan,
-                                        dir,
-                                        device,
-                                        data,
-                                        stop,
-                                        observer.as_ref(),
-                                    )
+                                    ddlab_core::ops::cpu::with_threads(threads, || {
+                                        run_one(
+                                            store,
+                                            &run,
+                                            &plan,
+                                            dir,
+                                            device,
+                                            data,
+                                            stop,
+                                            observer.as_ref(),
+                                        )
+                                    })
                                 })?
                             }
                             Err(e) => {

@@ -1,9 +1,8 @@
 //! Plumbing shared by the CPU kernels: borrowing f32 slices out of candle storage, a pointer
-//! that rayon tasks may share to write disjoint parts of one buffer, and splitting work over
+//! that parallel pieces may share to write disjoint parts of one buffer, and splitting work over
 //! the pool in a way that depends only on the thread count (so results are deterministic).
 
 use candle_core::{CpuStorage, Layout, Storage, Tensor, bail};
-use rayon::prelude::*;
 
 /// The contiguous f32 data a layout describes.
 pub fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
@@ -36,7 +35,7 @@ pub fn tensor(data: Vec<f32>, shape: impl Into<candle_core::Shape>) -> candle_co
     Tensor::from_vec(data, shape, &candle_core::Device::Cpu)
 }
 
-/// A pointer that may cross into rayon tasks writing disjoint ranges of one buffer.
+/// A pointer that may cross into parallel pieces writing disjoint ranges of one buffer.
 #[derive(Clone, Copy)]
 pub struct SendPtr(*mut f32);
 // SAFETY: the pointer is only dereferenced through `slice_mut`, whose callers guarantee that
@@ -61,22 +60,151 @@ impl SendPtr {
     }
 }
 
+thread_local! {
+    /// Set while this thread runs a piece of a parallel region: a nested region runs on the
+    /// calling thread (the pool serves one region at a time, and its lock is not re-entrant).
+    static IN_REGION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The thread count set by [`with_threads`] on this thread, if any.
+    static LOGICAL_THREADS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Marks the current thread as inside a region until dropped (also when a piece panics).
+struct RegionGuard(bool);
+
+impl RegionGuard {
+    fn enter() -> Self {
+        Self(IN_REGION.with(|c| c.replace(true)))
+    }
+}
+
+impl Drop for RegionGuard {
+    fn drop(&mut self) {
+        IN_REGION.with(|c| c.set(self.0));
+    }
+}
+
+/// Threads the kernels split their work over: the calling thread plus the workers of
+/// candle's barrier pool (`CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`, else the core count).
+///
+/// That pool rather than rayon's, because its workers spin for a while after each region
+/// before they sleep, and the calling thread takes a share itself. A rayon worker sleeps
+/// after ~30 idle yields, and on a virtual machine waking it (and then waking the caller
+/// blocked on the result) cost 0.1-0.6 ms a region, measured: a second thread started its
+/// half of a 7×7 conv 0.6 ms late, so that conv ran no faster on two cores than on one.
+///
+/// Inside a piece of a parallel region this is 1 (nested regions run on the calling thread).
 pub fn threads() -> usize {
-    rayon::current_num_threads().max(1)
+    if in_region() {
+        return 1;
+    }
+    LOGICAL_THREADS
+        .with(|c| c.get())
+        .unwrap_or_else(|| candle_core::utils::barrier_pool().n_workers() + 1)
+        .max(1)
+}
+
+/// Runs `f` with the kernels on this thread splitting their work as if `n` threads ran them
+/// (the split, and so which kernel runs and how sums are grouped, follows `n`; the pieces
+/// still run on the pool's threads, or on this one alone for `n = 1`). For tests that check
+/// every kernel path on any machine.
+pub fn with_threads<R>(n: usize, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<usize>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LOGICAL_THREADS.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(LOGICAL_THREADS.with(|c| c.replace(Some(n.max(1)))));
+    f()
+}
+
+/// Whether some thread is running a region on the barrier pool.
+static POOL_BUSY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Holds the barrier pool for one region.
+struct PoolTaken;
+
+impl PoolTaken {
+    fn take() -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        POOL_BUSY
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then_some(Self)
+    }
+}
+
+impl Drop for PoolTaken {
+    fn drop(&mut self) {
+        POOL_BUSY.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+fn in_region() -> bool {
+    IN_REGION.with(|c| c.get())
+}
+
+/// Runs `f` on each of `chunks` consecutive pieces of `0..n` over the pool; the pieces go to
+/// whichever thread is free, and the results come back in piece order. The split depends
+/// only on `n` and `chunks`, never on timing.
+fn run_pieces<R: Send>(
+    n: usize,
+    chunks: usize,
+    f: impl Fn(std::ops::Range<usize>) -> R + Sync,
+) -> Vec<R> {
+    let piece = |c: usize| c * n / chunks..(c + 1) * n / chunks;
+    if chunks <= 1 || threads() == 1 {
+        return (0..chunks.max(1)).map(|c| f(piece(c))).collect();
+    }
+    // One region at a time on the barrier pool; a caller that finds it taken (another run of
+    // a sweep on its own share of the cores) uses rayon's pool, whichever one it runs in.
+    let Some(_taken) = PoolTaken::take() else {
+        use rayon::prelude::*;
+        return (0..chunks).into_par_iter().map(|c| f(piece(c))).collect();
+    };
+    let slots: Vec<std::sync::Mutex<Option<R>>> =
+        (0..chunks).map(|_| std::sync::Mutex::new(None)).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    // A panicking piece is caught here and re-raised after the region: one that unwound
+    // through the pool would poison its lock, and every later region of the process with it.
+    let panicked = std::sync::Mutex::new(None);
+    candle_core::utils::barrier_pool().execute(|_thread| {
+        let _region = RegionGuard::enter();
+        loop {
+            let c = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if c >= chunks {
+                break;
+            }
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(piece(c)))) {
+                Ok(r) => *slots[c].lock().unwrap_or_else(|e| e.into_inner()) = Some(r),
+                Err(payload) => {
+                    next.store(chunks, std::sync::atomic::Ordering::Relaxed);
+                    panicked
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(payload);
+                }
+            }
+        }
+    });
+    if let Some(payload) = panicked.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        std::panic::resume_unwind(payload);
+    }
+    slots
+        .into_iter()
+        .map(|s| {
+            s.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("every piece of a parallel region runs before it returns")
+        })
+        .collect()
 }
 
 /// Splits `0..n` into one contiguous range per thread (fewer if `n` is small) and runs `f` on
 /// each in parallel; results come back in range order. The split depends only on `n` and the
 /// pool size, never on timing.
 pub fn par_ranges<R: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> R + Sync) -> Vec<R> {
-    let chunks = threads().min(n).max(1);
-    if chunks == 1 {
-        return vec![f(0..n)];
-    }
-    (0..chunks)
-        .into_par_iter()
-        .map(|c| f(c * n / chunks..(c + 1) * n / chunks))
-        .collect()
+    run_pieces(n, threads().min(n).max(1), f)
 }
 
 /// Like [`par_ranges`] but with `parts` pieces (for load balance when items are uneven).
@@ -85,16 +213,7 @@ pub fn par_ranges_n<R: Send>(
     parts: usize,
     f: impl Fn(std::ops::Range<usize>) -> R + Sync,
 ) -> Vec<R> {
-    let chunks = parts.min(n).max(1);
-    if chunks == 1 || threads() == 1 {
-        return (0..chunks)
-            .map(|c| f(c * n / chunks..(c + 1) * n / chunks))
-            .collect();
-    }
-    (0..chunks)
-        .into_par_iter()
-        .map(|c| f(c * n / chunks..(c + 1) * n / chunks))
-        .collect()
+    run_pieces(n, parts.min(n).max(1), f)
 }
 
 /// A buffer for an op's output that the op overwrites entirely before anything reads it,
@@ -116,7 +235,7 @@ thread_local! {
 }
 
 /// Runs `f` with an uninitialised-content (stale) scratch buffer of `len` floats. Re-entrant:
-/// a nested call on the same thread (e.g. from rayon work stealing) gets a fresh allocation.
+/// a nested call on the same thread gets a fresh allocation.
 pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
@@ -127,4 +246,74 @@ pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
         }
         Err(_) => f(&mut vec![0f32; len]),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn squares(n: usize, parts: usize) -> Vec<Vec<usize>> {
+        par_ranges_n(n, parts, |r| r.map(|i| i * i).collect())
+    }
+
+    #[test]
+    fn pieces_come_back_in_order_whatever_the_thread_count() {
+        let want: Vec<usize> = (0..1000).map(|i| i * i).collect();
+        for threads in [1, 2, 3, 8] {
+            with_threads(threads, || {
+                for parts in [1, 2, 7, 64, 5000] {
+                    let got = squares(1000, parts);
+                    assert_eq!(got.len(), parts.min(1000));
+                    assert_eq!(got.concat(), want, "{threads} threads, {parts} parts");
+                }
+                assert_eq!(par_ranges(10, |r| r).len(), threads.min(10));
+            });
+        }
+        assert!(par_ranges(0, |r| r.len()).iter().all(|&l| l == 0));
+    }
+
+    #[test]
+    fn a_nested_region_runs_on_its_calling_thread() {
+        let inner = with_threads(4, || {
+            par_ranges(8, |r| {
+                assert_eq!(threads(), 1);
+                par_ranges(r.len(), |q| q.len()).len()
+            })
+        });
+        assert!(inner.iter().all(|&pieces| pieces == 1));
+    }
+
+    #[test]
+    fn a_panicking_piece_reaches_the_caller_and_the_pool_still_works() {
+        let caught = std::panic::catch_unwind(|| {
+            with_threads(2, || {
+                par_ranges_n(64, 64, |r| {
+                    if r.start == 37 {
+                        panic!("piece 37");
+                    }
+                })
+            })
+        });
+        assert!(caught.is_err());
+        assert!(!in_region(), "the region flag is cleared after a panic");
+        assert_eq!(with_threads(2, || squares(100, 4)).concat().len(), 100);
+        // candle's own element-wise ops run on the same pool.
+        let a = Tensor::ones(1 << 20, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        let sum: f32 = (&a + &a).unwrap().sum_all().unwrap().to_scalar().unwrap();
+        assert_eq!(sum, (2 << 20) as f32);
+    }
+
+    #[test]
+    fn callers_on_several_threads_share_the_pool() {
+        let want: Vec<usize> = (0..5000).map(|i| i * i).collect();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        assert_eq!(with_threads(2, || squares(5000, 16)).concat(), want);
+                    }
+                });
+            }
+        });
+    }
 }

@@ -8,15 +8,27 @@
 //! model copies the shadows, and a `Checkpoint` (which shares them) is serialised before the
 //! next update.
 
-use candle_core::{CpuStorage, CustomOp1, InplaceOp2, InplaceOp3, Layout, Shape, bail};
-use rayon::prelude::*;
-
 use super::cpu;
+use candle_core::{CpuStorage, CustomOp1, InplaceOp2, InplaceOp3, Layout, Shape, bail};
 
-/// Below this many elements a tensor is updated on the calling thread (a rayon hand-off costs
-/// more than the pass).
+/// Below this many elements a tensor is updated on the calling thread (a hand-off to the pool
+/// costs more than the pass).
 const PARALLEL_MIN: usize = 1 << 15;
 const CHUNK: usize = 1 << 14;
+
+/// Runs `body` on `dst` and the same range of each other slice, in pieces of [`CHUNK`] over
+/// the pool when `dst` is large.
+fn for_chunks(dst: &mut [f32], body: impl Fn(&mut [f32], std::ops::Range<usize>) + Sync) {
+    let len = dst.len();
+    if len < PARALLEL_MIN {
+        return body(dst, 0..len);
+    }
+    let ptr = cpu::SendPtr::new(dst);
+    cpu::par_ranges_n(len, len.div_ceil(CHUNK), |r| {
+        // SAFETY: the pieces of one region are disjoint ranges of `dst`, which outlives it.
+        body(unsafe { ptr.slice_mut(r.start, r.len()) }, r)
+    });
+}
 
 fn slice_mut<'a>(
     s: &'a mut CpuStorage,
@@ -35,18 +47,11 @@ fn slice_mut<'a>(
 
 /// Applies `f(dst, src)` element-wise over equal-length slices, in parallel when large.
 fn zip_apply(dst: &mut [f32], src: &[f32], f: impl Fn(&mut f32, f32) + Sync) {
-    let body = |(d, s): (&mut [f32], &[f32])| {
-        for (a, &b) in d.iter_mut().zip(s) {
+    for_chunks(dst, |d, r| {
+        for (a, &b) in d.iter_mut().zip(&src[r]) {
             f(a, b);
         }
-    };
-    if dst.len() < PARALLEL_MIN {
-        body((dst, src));
-    } else {
-        dst.par_chunks_mut(CHUNK)
-            .zip(src.par_chunks(CHUNK))
-            .for_each(body);
-    }
+    });
 }
 
 fn check_len(what: &str, a: usize, b: usize) -> candle_core::Result<()> {
@@ -126,20 +131,12 @@ impl InplaceOp3 for AdamWParamUpdate {
         check_len(self.name(), theta.len(), v.len())?;
         let (decay, lr, eps) = (self.decay, self.lr, self.eps);
         let (inv1, inv2) = (self.inv_bias_correction1, self.inv_bias_correction2);
-        let body = |(t, (m, v)): (&mut [f32], (&[f32], &[f32]))| {
-            for ((t, &m), &v) in t.iter_mut().zip(m).zip(v) {
+        for_chunks(theta, |t, r| {
+            for ((t, &m), &v) in t.iter_mut().zip(&m[r.clone()]).zip(&v[r]) {
                 // In the order of the tensor-op formula, so both round alike.
                 *t = *t * decay - (m * inv1) / ((v * inv2).sqrt() + eps) * lr;
             }
-        };
-        if theta.len() < PARALLEL_MIN {
-            body((theta, (m, v)));
-        } else {
-            theta
-                .par_chunks_mut(CHUNK)
-                .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
-                .for_each(body);
-        }
+        });
         Ok(())
     }
 }
