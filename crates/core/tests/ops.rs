@@ -99,6 +99,12 @@ fn conv2d_cases(seed: u64) {
         (4, 3, 11, 11, 2, 5, 2, 2),
         (7, 8, 14, 14, 16, 3, 1, 1),
         (9, 3, 5, 6, 5, 3, 1, 1),
+        // Stride 2 on the phase-plane kernels (AVX-512): odd sides, more than one block of
+        // output channels, a batch that fills eight threads, a 1×3 image (odd sides only:
+        // candle's reference input gradient drops the last row or column of an even one).
+        (9, 5, 9, 7, 13, 3, 2, 1),
+        (2, 3, 1, 3, 4, 3, 2, 1),
+        (8, 16, 13, 15, 7, 3, 2, 1),
     ];
     for (b, ci, h, w, co, k, s, p) in cases {
         let label = format!("conv b{b} ci{ci} {h}x{w} co{co} k{k} s{s} p{p}");
@@ -116,6 +122,60 @@ fn conv2d_cases(seed: u64) {
             &weight,
         );
     }
+}
+
+/// The U-Net's downsampling convs have even sides, where candle's reference input gradient
+/// is a row and a column short; there the stride-2 direct path (one thread) is checked
+/// against the im2col + GEMM path (eight threads on a batch of two).
+#[test]
+fn stride2_direct_path_matches_the_gemm_path_on_even_sides() {
+    let mut rng = Rng::new(21, 21);
+    for (ci, h, w, co) in [(8, 28, 28, 8), (5, 14, 6, 13), (3, 2, 4, 2)] {
+        let x = randn(&mut rng, &[2, ci, h, w]);
+        let wt = randn(&mut rng, &[co, ci, 3, 3]);
+        let bias = randn(&mut rng, &[co]);
+        let weight = randn(&mut rng, &[2, co, h.div_ceil(2), w.div_ceil(2)]);
+        let run = |threads| {
+            in_pool_ret(threads, || {
+                let vars: Vec<Var> = [&x, &wt, &bias]
+                    .iter()
+                    .map(|t| Var::from_tensor(t).unwrap())
+                    .collect();
+                let y = ops::conv2d(
+                    vars[0].as_tensor(),
+                    vars[1].as_tensor(),
+                    vars[2].as_tensor(),
+                    2,
+                    1,
+                )
+                .unwrap();
+                let grads = (&y * &weight)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let mut out = vec![y];
+                out.extend(
+                    vars.iter()
+                        .map(|v| grads.get(v.as_tensor()).unwrap().clone()),
+                );
+                out
+            })
+        };
+        let (direct, gemm) = (run(1), run(8));
+        for (i, (a, b)) in direct.iter().zip(&gemm).enumerate() {
+            let e = rel_err(a, b);
+            assert!(
+                e <= 1e-4,
+                "{ci}×{h}×{w} → {co}: output/gradient {i} relative error {e}"
+            );
+        }
+    }
+}
+
+fn in_pool_ret<R>(threads: usize, f: impl FnOnce() -> R) -> R {
+    ddlab_core::ops::cpu::with_threads(threads, f)
 }
 
 /// Central differences of sum(weight ⊙ f(x)) with respect to a few entries of input `which`.
@@ -292,6 +352,7 @@ fn fused_conv2d_cases(seed: u64) {
         (5, 8, 7, 7, 8, 3, 1, 1, 2, false, true),
         (9, 3, 4, 5, 7, 3, 1, 1, 2, true, true),
         (8, 2, 3, 3, 3, 3, 1, 1, 1, false, false),
+        (9, 4, 7, 11, 5, 3, 2, 1, 1, true, true),
     ];
     for (b, ci, h, w, co, k, s, p, up, per_sample, with_res) in cases {
         let label = format!(

@@ -33,6 +33,9 @@ use super::cpu::{
 use super::gemm::{MatRef, matmul, matmul_strided};
 use super::math;
 
+#[cfg(target_arch = "x86_64")]
+mod strided;
+
 /// Geometry of one convolution. `h × w` is the stored input; with `up = 2` the kernel sees it
 /// nearest-upsampled to `2h × 2w`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,6 +366,10 @@ fn forward(
     if use_direct(g) {
         return Ok(forward_direct(g, x, w, bias, residual));
     }
+    #[cfg(target_arch = "x86_64")]
+    if !gemm_forced() && strided::applies(g, threads()) {
+        return Ok(strided::forward(g, x, w, bias, residual));
+    }
     Ok(forward_gemm(g, x, w, bias, residual))
 }
 
@@ -508,6 +515,10 @@ fn backward(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> candle_core::Resu
     #[cfg(target_arch = "x86_64")]
     if use_direct(g) {
         return Ok(backward_direct(g, x, w, dy));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if !gemm_forced() && strided::applies(g, threads()) {
+        return Ok(strided::backward(g, x, w, dy));
     }
     Ok(backward_gemm(g, x, w, dy))
 }

@@ -137,12 +137,14 @@ pub fn pad(p: Padded, x: &[f32], up: usize, dst: &mut [f32]) {
     dst[p.c * plane..p.buf_len()].fill(0.0);
 }
 
-/// A 3×3 kernel rearranged for [`conv`] on one ISA: blocks of up to `isa.mr()` output
-/// channels, each laid out as [input channel][tap][output channel in block].
+/// A kernel rearranged for [`conv`] (9 taps) or [`conv_taps`] (any number) on one ISA:
+/// blocks of up to `isa.mr()` output channels, each laid out as
+/// [input channel][tap][output channel in block].
 pub struct PackedKernel {
     data: Vec<f32>,
     c_out: usize,
     c_in: usize,
+    taps: usize,
     isa: Isa,
 }
 
@@ -160,12 +162,23 @@ impl PackedKernel {
         c_in: usize,
         w: impl Fn(usize, usize, usize) -> f32,
     ) -> Self {
+        Self::with_taps(isa, c_out, c_in, 9, w)
+    }
+
+    /// A kernel of `taps` taps, `w(o, i, t)` for t < taps, for [`conv_taps`].
+    pub fn with_taps(
+        isa: Isa,
+        c_out: usize,
+        c_in: usize,
+        taps: usize,
+        w: impl Fn(usize, usize, usize) -> f32,
+    ) -> Self {
         let mr = isa.mr();
-        let mut data = Vec::with_capacity(c_out * c_in * 9);
+        let mut data = Vec::with_capacity(c_out * c_in * taps);
         for o0 in (0..c_out).step_by(mr) {
             let rows = mr.min(c_out - o0);
             for i in 0..c_in {
-                for t in 0..9 {
+                for t in 0..taps {
                     for r in 0..rows {
                         data.push(w(o0 + r, i, t));
                     }
@@ -176,6 +189,7 @@ impl PackedKernel {
             data,
             c_out,
             c_in,
+            taps,
             isa,
         }
     }
@@ -184,53 +198,72 @@ impl PackedKernel {
 /// `out[o][j] = Σ_{i,t} k[o][i][t] · x[i][off(t) + j]` for every grid position j of the
 /// padded image `x` (`out` rows are `p.grid_tiles()` long; garbage columns included).
 pub fn conv(p: Padded, x: &[f32], k: &PackedKernel, out: &mut [f32]) {
-    assert!(k.isa.supported(), "direct conv: {:?} not available", k.isa);
-    assert_eq!(k.c_in, p.c, "direct conv: channel mismatch");
-    let n = p.grid_tiles();
-    assert!(x.len() >= p.buf_len() && out.len() >= k.c_out * n);
+    assert_eq!(k.taps, 9, "direct conv: a 3×3 kernel");
+    assert!(x.len() >= p.buf_len());
     let wp = p.wp();
     let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * wp + t % 3);
-    // Largest read: (c − 1)·plane + offs[8] + n − 1 < c·plane + SLACK (see the module doc).
-    debug_assert!((p.c - 1) * p.plane() + offs[8] + n <= p.buf_len());
+    conv_taps(x, p.c, p.plane(), &offs, p.grid_tiles(), k, out);
+}
+
+/// The general form of [`conv`]: `out[o][j] = Σ_{i,t} k[o][i][t] · x[i·plane + offs[t] + j]`
+/// for j < n (a multiple of [`GRID_BLOCK`]), for any list of taps (each an offset into the
+/// channel's `plane` floats). Reads up to `(c − 1)·plane + max(offs) + n` floats of `x`.
+pub fn conv_taps(
+    x: &[f32],
+    c: usize,
+    plane: usize,
+    offs: &[usize],
+    n: usize,
+    k: &PackedKernel,
+    out: &mut [f32],
+) {
+    assert!(k.isa.supported(), "direct conv: {:?} not available", k.isa);
+    assert_eq!(k.c_in, c, "direct conv: channel mismatch");
+    assert_eq!(k.taps, offs.len(), "direct conv: tap count mismatch");
+    assert!(n % GRID_BLOCK == 0 && out.len() >= k.c_out * n);
+    let reach = offs.iter().copied().max().unwrap_or(0);
+    assert!(c == 0 || x.len() >= (c - 1) * plane + reach + n);
     let mr = k.isa.mr();
+    let taps = offs.len();
     let mut w_off = 0;
     for o0 in (0..k.c_out).step_by(mr) {
         let rows = mr.min(k.c_out - o0);
-        let w = &k.data[w_off..w_off + rows * p.c * 9];
-        w_off += rows * p.c * 9;
+        let w = &k.data[w_off..w_off + rows * c * taps];
+        w_off += rows * c * taps;
         let dst = &mut out[o0 * n..(o0 + rows) * n];
+        let geo = Planes { c, plane };
         // SAFETY: the ISA is checked above; every read is inside x (bounds above) and w
-        // (rows·c·9 floats), every write inside dst (rows rows of n, a multiple of the tile
+        // (rows·c·taps floats), every write inside dst (rows rows of n, a multiple of the tile
         // width).
         unsafe {
             match k.isa {
                 Isa::Avx512 => {
                     for j in (0..n).step_by(32) {
                         match rows {
-                            12 => tile512::<12>(x, p, &offs, w, dst, n, j),
-                            11 => tile512::<11>(x, p, &offs, w, dst, n, j),
-                            10 => tile512::<10>(x, p, &offs, w, dst, n, j),
-                            9 => tile512::<9>(x, p, &offs, w, dst, n, j),
-                            8 => tile512::<8>(x, p, &offs, w, dst, n, j),
-                            7 => tile512::<7>(x, p, &offs, w, dst, n, j),
-                            6 => tile512::<6>(x, p, &offs, w, dst, n, j),
-                            5 => tile512::<5>(x, p, &offs, w, dst, n, j),
-                            4 => tile512::<4>(x, p, &offs, w, dst, n, j),
-                            3 => tile512::<3>(x, p, &offs, w, dst, n, j),
-                            2 => tile512::<2>(x, p, &offs, w, dst, n, j),
-                            _ => tile512::<1>(x, p, &offs, w, dst, n, j),
+                            12 => tile512::<12>(x, geo, offs, w, dst, n, j),
+                            11 => tile512::<11>(x, geo, offs, w, dst, n, j),
+                            10 => tile512::<10>(x, geo, offs, w, dst, n, j),
+                            9 => tile512::<9>(x, geo, offs, w, dst, n, j),
+                            8 => tile512::<8>(x, geo, offs, w, dst, n, j),
+                            7 => tile512::<7>(x, geo, offs, w, dst, n, j),
+                            6 => tile512::<6>(x, geo, offs, w, dst, n, j),
+                            5 => tile512::<5>(x, geo, offs, w, dst, n, j),
+                            4 => tile512::<4>(x, geo, offs, w, dst, n, j),
+                            3 => tile512::<3>(x, geo, offs, w, dst, n, j),
+                            2 => tile512::<2>(x, geo, offs, w, dst, n, j),
+                            _ => tile512::<1>(x, geo, offs, w, dst, n, j),
                         }
                     }
                 }
                 Isa::Avx2 => {
                     for j in (0..n).step_by(16) {
                         match rows {
-                            6 => tile::<6>(x, p, &offs, w, dst, n, j),
-                            5 => tile::<5>(x, p, &offs, w, dst, n, j),
-                            4 => tile::<4>(x, p, &offs, w, dst, n, j),
-                            3 => tile::<3>(x, p, &offs, w, dst, n, j),
-                            2 => tile::<2>(x, p, &offs, w, dst, n, j),
-                            _ => tile::<1>(x, p, &offs, w, dst, n, j),
+                            6 => tile::<6>(x, geo, offs, w, dst, n, j),
+                            5 => tile::<5>(x, geo, offs, w, dst, n, j),
+                            4 => tile::<4>(x, geo, offs, w, dst, n, j),
+                            3 => tile::<3>(x, geo, offs, w, dst, n, j),
+                            2 => tile::<2>(x, geo, offs, w, dst, n, j),
+                            _ => tile::<1>(x, geo, offs, w, dst, n, j),
                         }
                     }
                 }
@@ -239,22 +272,29 @@ pub fn conv(p: Padded, x: &[f32], k: &PackedKernel, out: &mut [f32]) {
     }
 }
 
+/// Channels of `plane` floats each, one after another.
+#[derive(Clone, Copy)]
+struct Planes {
+    c: usize,
+    plane: usize,
+}
+
 /// One R × 32 output tile of [`conv`] with AVX-512.
 ///
 /// # Safety
-/// AVX-512F must be available; `x` must hold `(p.c − 1)·plane + offs[8] + j + 32` floats,
-/// `w` `R·p.c·9`, `dst` `(R − 1)·n + j + 32`.
+/// AVX-512F must be available; `x` must hold `(p.c − 1)·plane + max(offs) + j + 32` floats,
+/// `w` `R·p.c·offs.len()`, `dst` `(R − 1)·n + j + 32`.
 #[target_feature(enable = "avx512f")]
 unsafe fn tile512<const R: usize>(
     x: &[f32],
-    p: Padded,
-    offs: &[usize; 9],
+    p: Planes,
+    offs: &[usize],
     w: &[f32],
     dst: &mut [f32],
     n: usize,
     j: usize,
 ) {
-    let plane = p.plane();
+    let plane = p.plane;
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let xp = x.as_ptr();
     let mut wp = w.as_ptr();
@@ -287,19 +327,19 @@ unsafe fn tile512<const R: usize>(
 /// One R × 16 output tile of [`conv`].
 ///
 /// # Safety
-/// AVX2 and FMA must be available; `x` must hold `(p.c − 1)·plane + offs[8] + j + 16` floats,
-/// `w` `R·p.c·9`, `dst` `(R − 1)·n + j + 16`.
+/// AVX2 and FMA must be available; `x` must hold `(p.c − 1)·plane + max(offs) + j + 16`
+/// floats, `w` `R·p.c·offs.len()`, `dst` `(R − 1)·n + j + 16`.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile<const R: usize>(
     x: &[f32],
-    p: Padded,
-    offs: &[usize; 9],
+    p: Planes,
+    offs: &[usize],
     w: &[f32],
     dst: &mut [f32],
     n: usize,
     j: usize,
 ) {
-    let plane = p.plane();
+    let plane = p.plane;
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     let xp = x.as_ptr();
     let mut wp = w.as_ptr();
@@ -419,35 +459,8 @@ pub fn weight_grad_with(
         count,
     };
     if isa == Isa::Avx512 {
-        // Tiles of WR9 output channels × all 9 taps of one input channel: each dy vector
-        // (streamed from L2) feeds 9 FMAs, each x vector (L1) WR9.
         let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * wp + t % 3);
-        for i in 0..p.c {
-            for o0 in (0..c_out).step_by(WR9) {
-                let rows = WR9.min(c_out - o0);
-                let d = WDims {
-                    xo: i * p.plane(),
-                    dy0: o0 * dy_stride,
-                    ..dims
-                };
-                let mut sums = [[0f32; 9]; WR9];
-                // SAFETY: AVX-512F is checked above; reads stay inside x and dy (asserted
-                // sizes; x reads end at xo + offs[8] + n_vec ≤ plane end + 16 ≤ slack).
-                unsafe {
-                    match rows {
-                        3 => wtile9::<3>(x, dy, d, &offs, &mut sums),
-                        2 => wtile9::<2>(x, dy, d, &offs, &mut sums),
-                        _ => wtile9::<1>(x, dy, d, &offs, &mut sums),
-                    }
-                }
-                for (r, s) in sums.iter().enumerate().take(rows) {
-                    let base = ((o0 + r) * p.c + i) * 9;
-                    for (t, v) in s.iter().enumerate() {
-                        dw[base + t] += v;
-                    }
-                }
-            }
-        }
+        wgrad9(x, p.c, p.plane(), &offs, dy, dims, c_out, dw);
         return;
     }
     for i in 0..p.c {
@@ -476,6 +489,103 @@ pub fn weight_grad_with(
                     for (kj, v) in s.iter().enumerate() {
                         dw[base + kj] += v;
                     }
+                }
+            }
+        }
+    }
+}
+
+/// [`weight_grad`] with AVX-512 for any 9 taps: `dw[o][i][t] += Σ_m Σ_{j<n} dy_m[o][j] ·
+/// x_m[i·plane + offs[t] + j]` over the images of the groups, where each dy row reads zeros
+/// from `n` up to `n` rounded up to 16 (its garbage columns and tail). `dw` is
+/// (C_out × C_in × 9).
+#[allow(clippy::too_many_arguments)]
+pub fn weight_grad_taps(
+    x: &[f32],
+    c_in: usize,
+    plane: usize,
+    offs: &[usize; 9],
+    xg: Group,
+    n: usize,
+    dy: &[f32],
+    dy_stride: usize,
+    dyg: Group,
+    c_out: usize,
+    dw: &mut [f32],
+) {
+    assert!(
+        Isa::Avx512.supported(),
+        "direct conv: AVX-512 not available"
+    );
+    let n_vec = n.div_ceil(16) * 16;
+    let count = xg.count.min(dyg.count);
+    assert!(dw.len() >= c_out * c_in * 9);
+    if count == 0 || c_out == 0 || c_in == 0 {
+        return;
+    }
+    assert!(
+        x.len()
+            >= (count - 1) * xg.stride
+                + (c_in - 1) * plane
+                + offs.iter().copied().max().unwrap_or(0)
+                + n_vec
+    );
+    assert!(dy.len() >= (count - 1) * dyg.stride + (c_out - 1) * dy_stride + n_vec);
+    let dims = WDims {
+        xo: 0,
+        x_step: xg.stride,
+        dy0: 0,
+        dy_step: dyg.stride,
+        stride: dy_stride,
+        n,
+        n_vec,
+        count,
+    };
+    wgrad9(x, c_in, plane, offs, dy, dims, c_out, dw);
+}
+
+/// The AVX-512 weight-gradient loop over input channels and blocks of output channels.
+/// Bounds: every read described by `dims` and `offs` lies inside `x` and `dy` (checked by the
+/// callers).
+#[allow(clippy::too_many_arguments)]
+fn wgrad9(
+    x: &[f32],
+    c_in: usize,
+    plane: usize,
+    offs: &[usize; 9],
+    dy: &[f32],
+    dims: WDims,
+    c_out: usize,
+    dw: &mut [f32],
+) {
+    assert!(
+        Isa::Avx512.supported(),
+        "direct conv: AVX-512 not available"
+    );
+    // Tiles of WR9 output channels × all 9 taps of one input channel: each dy vector
+    // (streamed from L2) feeds 9 FMAs, each x vector (L1) WR9.
+    for i in 0..c_in {
+        for o0 in (0..c_out).step_by(WR9) {
+            let rows = WR9.min(c_out - o0);
+            let d = WDims {
+                xo: i * plane,
+                dy0: o0 * dims.stride,
+                ..dims
+            };
+            let mut sums = [[0f32; 9]; WR9];
+            // SAFETY: AVX-512F is checked above; reads stay inside x and dy (the callers'
+            // bounds).
+            unsafe {
+                match rows {
+                    3 => wtile9::<3>(x, dy, d, offs, &mut sums),
+                    2 => wtile9::<2>(x, dy, d, offs, &mut sums),
+                    _ => wtile9::<1>(x, dy, d, offs, &mut sums),
+                }
+            }
+            for (r, s) in sums.iter().enumerate().take(rows) {
+                let base = ((o0 + r) * c_in + i) * 9;
+                for (t, v) in s.iter().enumerate() {
+                    dw[base + t] += v;
                 }
             }
         }
