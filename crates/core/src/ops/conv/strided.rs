@@ -1,12 +1,13 @@
 //! 3×3 stride-2 padding-1 convolutions (the U-Net's downsampling) on the direct kernels.
 //!
-//! The zero-bordered input is split into its four phase planes `P_ab[r][c] = xpad[2r + a][2c
-//! + b]` (row and column parity), each `hq × wq` with `hq = Ho + 1`, `wq = Wo + 1`. Tap
-//! (ki, kj) of output (oh, ow) reads `xpad[2oh + ki][2ow + kj] = P_{ki mod 2, kj mod 2}[oh +
-//! ki/2][ow + kj/2]`: on the phase planes consecutive outputs read consecutive inputs again,
-//! so the stride-1 kernels run unchanged, with 9 offsets into a channel's four planes, on an
-//! output grid of Ho rows of wq positions (one garbage column). Through im2col + GEMM these
-//! small products ran at ~55 GFLOP/s on two cores, against ~300 for the stride-1 convs.
+//! The zero-bordered input is split into its four phase planes, `P_ab[r][c] =
+//! xpad[2r+a][2c+b]` for row and column parity (a, b), each `hq × wq` with `hq = Ho + 1` and
+//! `wq = Wo + 1`. Tap (ki, kj) of output (oh, ow) reads `xpad[2oh+ki][2ow+kj]`, which is
+//! `P_{ki mod 2, kj mod 2}[oh + ki/2][ow + kj/2]`: on the phase planes consecutive outputs
+//! read consecutive inputs again, so the stride-1 kernels run unchanged, with 9 offsets into
+//! a channel's four planes, on an output grid of Ho rows of wq positions (one garbage
+//! column). Through im2col + GEMM these small products ran at ~55 GFLOP/s on two cores,
+//! against ~300 for the stride-1 convs.
 //!
 //! The weight gradient is the same correlation with dy laid on that grid. The input gradient
 //! goes phase by phase: xpad's phase (a, b) collects the taps with ki ≡ a and kj ≡ b (mod 2),
