@@ -220,7 +220,7 @@ pub fn conv_taps(
     assert!(k.isa.supported(), "direct conv: {:?} not available", k.isa);
     assert_eq!(k.c_in, c, "direct conv: channel mismatch");
     assert_eq!(k.taps, offs.len(), "direct conv: tap count mismatch");
-    assert!(n % GRID_BLOCK == 0 && out.len() >= k.c_out * n);
+    assert!(n.is_multiple_of(GRID_BLOCK) && out.len() >= k.c_out * n);
     let reach = offs.iter().copied().max().unwrap_or(0);
     assert!(c == 0 || x.len() >= (c - 1) * plane + reach + n);
     let mr = k.isa.mr();

@@ -253,10 +253,13 @@ pub(super) fn backward(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads 
                     let dxb = unsafe { dxp.slice_mut(bi * img_in, img_in) };
                     for ci in 0..g.c_in {
                         for yy in 0..s.h {
-                            let (a, r) = ((yy + 1) % 2, (yy + 1) / 2);
+                            // Image row yy is padded row yy + 1.
+                            let py = yy + 1;
+                            let (a, r) = (py % 2, py / 2);
                             let row = &mut dxb[(ci * s.h + yy) * s.w..][..s.w];
                             for (xx, d) in row.iter_mut().enumerate() {
-                                let (b, c) = ((xx + 1) % 2, (xx + 1) / 2);
+                                let px = xx + 1;
+                                let (b, c) = (px % 2, px / 2);
                                 let phase = a * 2 + b;
                                 *d = grids[(phase * g.c_in + ci) * n_ph + r * wd + c];
                             }
