@@ -35,6 +35,8 @@ use super::math;
 
 #[cfg(target_arch = "x86_64")]
 mod strided;
+#[cfg(target_arch = "x86_64")]
+mod upsampled;
 
 /// Geometry of one convolution. `h × w` is the stored input; with `up = 2` the kernel sees it
 /// nearest-upsampled to `2h × 2w`.
@@ -364,6 +366,9 @@ fn forward(
     }
     #[cfg(target_arch = "x86_64")]
     if use_direct(g) {
+        if upsampled::applies(g) {
+            return Ok(upsampled::forward(g, x, w, bias, residual));
+        }
         return Ok(forward_direct(g, x, w, bias, residual));
     }
     #[cfg(target_arch = "x86_64")]
@@ -566,9 +571,12 @@ fn backward_direct(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads {
         group * xs + px.buf_len() - xs,
         group * ds + pd.buf_len() - ds,
     );
+    // An upsampling conv's input gradient is taken at the low resolution (conv/upsampled.rs).
+    let up2 = upsampled::applies(g).then(|| upsampled::InputGrad::new(g, w));
+    let grid_len = up2.as_ref().map_or(g.c_in * gn, |u| u.scratch_len(g));
     let partial_dw = par_ranges(g.batch, |range| {
         let mut dw = vec![0f32; g.c_out * g.kdim()];
-        with_scratch(x_len + dy_len + g.c_in * gn, |scratch| {
+        with_scratch(x_len + dy_len + grid_len, |scratch| {
             let (xg, rest) = scratch.split_at_mut(x_len);
             let (dyg, grid) = rest.split_at_mut(dy_len);
             for first in range.clone().step_by(group) {
@@ -607,9 +615,13 @@ fn backward_direct(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads {
                     &mut dw,
                 );
                 for (m, bi) in images.enumerate() {
-                    conv(pd, &dyg[m * ds..], &flipped, grid);
                     // SAFETY: each image's dx range is written by exactly one task.
                     let dxb = unsafe { dxp.slice_mut(bi * img_in, img_in) };
+                    if let Some(u) = &up2 {
+                        u.run(g, &dy[bi * img_out..(bi + 1) * img_out], grid, dxb);
+                        continue;
+                    }
+                    conv(pd, &dyg[m * ds..], &flipped, grid);
                     compact_input_grad(g, grid, gn, pd.wp(), dxb);
                 }
             }
