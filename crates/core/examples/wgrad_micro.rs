@@ -1,6 +1,9 @@
 //! Times the direct kernels alone on one image size: the forward conv and the weight gradient
 //! (single thread, thread CPU time), to see which one limits the backward pass.
-use ddlab_core::ops::direct::{Group, Isa, PackedKernel, Padded, conv, pad, weight_grad_with};
+use ddlab_core::ops::direct::{
+    Group, Isa, LaneDims, PackedKernel, Padded, conv, pad, transpose_dy, weight_grad_lanes,
+    weight_grad_with,
+};
 use std::time::Instant;
 
 fn main() {
@@ -64,10 +67,41 @@ fn main() {
             );
         }
         let tw = t0.elapsed().as_secs_f64();
+        // The lanes layout, dy transposition included.
+        let cp = co.div_ceil(16) * 16;
+        let mut dyt = vec![0f32; group * hw * hw * cp];
+        let mut dw2 = vec![0f32; co * ci * 9];
+        let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * p.wp() + t % 3);
+        let t0 = Instant::now();
+        for m0 in (0..imgs).step_by(group) {
+            let n = group.min(imgs - m0);
+            for m in 0..n {
+                transpose_dy(&dy, co, cp, m, n, &mut dyt);
+            }
+            let d = LaneDims {
+                count: n,
+                x_step: ci * p.plane(),
+                c_in: ci,
+                plane: p.plane(),
+                rows: hw,
+                cols: hw,
+                row_stride: p.wp(),
+                cp,
+                c_out: co,
+            };
+            weight_grad_lanes(&xp[m0 * ci * p.plane()..], &dyt, d, &offs, &mut dw2);
+        }
+        let tl = t0.elapsed().as_secs_f64();
+        let err = dw
+            .iter()
+            .zip(&dw2)
+            .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
+            .fold(0f32, f32::max);
         println!(
-            "rep {rep}: conv {:.1} GF/s, weight grad {:.1} GF/s",
+            "rep {rep}: conv {:.1} GF/s, weight grad {:.1} GF/s, lanes {:.1} GF/s (max rel diff {err:.1e})",
             flops * imgs as f64 / tf / 1e9,
-            flops * imgs as f64 / tw / 1e9
+            flops * imgs as f64 / tw / 1e9,
+            flops * imgs as f64 / tl / 1e9
         );
     }
 }

@@ -105,6 +105,7 @@ fn conv2d_cases(seed: u64) {
         (9, 5, 9, 7, 13, 3, 2, 1),
         (2, 3, 1, 3, 4, 3, 2, 1),
         (8, 16, 13, 15, 7, 3, 2, 1),
+        (9, 4, 9, 11, 24, 3, 2, 1),
     ];
     for (b, ci, h, w, co, k, s, p) in cases {
         let label = format!("conv b{b} ci{ci} {h}x{w} co{co} k{k} s{s} p{p}");
@@ -130,7 +131,12 @@ fn conv2d_cases(seed: u64) {
 #[test]
 fn stride2_direct_path_matches_the_gemm_path_on_even_sides() {
     let mut rng = Rng::new(21, 21);
-    for (ci, h, w, co) in [(8, 28, 28, 8), (5, 14, 6, 13), (3, 2, 4, 2)] {
+    for (ci, h, w, co) in [
+        (8, 28, 28, 8),
+        (5, 14, 6, 13),
+        (3, 2, 4, 2),
+        (6, 10, 10, 20),
+    ] {
         let x = randn(&mut rng, &[2, ci, h, w]);
         let wt = randn(&mut rng, &[co, ci, 3, 3]);
         let bias = randn(&mut rng, &[co]);
@@ -353,6 +359,11 @@ fn fused_conv2d_cases(seed: u64) {
         (9, 3, 4, 5, 7, 3, 1, 1, 2, true, true),
         (8, 2, 3, 3, 3, 3, 1, 1, 1, false, false),
         (9, 4, 7, 11, 5, 3, 2, 1, 1, true, true),
+        // 16 or more output channels: the weight gradient with channels in the lanes (AVX-512;
+        // a 32-wide panel and a 16-wide one for 40 and 33).
+        (3, 5, 5, 7, 40, 3, 1, 1, 2, true, true),
+        (9, 6, 6, 5, 33, 3, 1, 1, 1, false, true),
+        (2, 16, 9, 9, 16, 3, 1, 1, 1, true, false),
     ];
     for (b, ci, h, w, co, k, s, p, up, per_sample, with_res) in cases {
         let label = format!(

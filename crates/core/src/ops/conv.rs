@@ -541,7 +541,10 @@ fn sum_partials(parts: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
 
 #[cfg(target_arch = "x86_64")]
 fn backward_direct(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads {
-    use super::direct::{Group, PackedKernel, Padded, conv, pad, weight_grad};
+    use super::direct::{
+        Group, LaneDims, PackedKernel, Padded, conv, pad, transpose_dy, weight_grad,
+        weight_grad_lanes,
+    };
     let (img_in, img_out, n) = (g.img_in(), g.img_out(), g.ndim());
     // Every image's dx is written whole by compact_input_grad, its db by the row sums.
     let mut dx = output_buffer(g.batch * img_in);
@@ -574,11 +577,28 @@ fn backward_direct(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads {
     // An upsampling conv's input gradient is taken at the low resolution (conv/upsampled.rs).
     let up2 = upsampled::applies(g).then(|| upsampled::InputGrad::new(g, w));
     let grid_len = up2.as_ref().map_or(g.c_in * gn, |u| u.scratch_len(g));
+    // The weight gradient with output channels in the lanes where that layout pays.
+    let lanes = super::direct::lanes_pay(g.c_in, g.c_out);
+    let cp = g.c_out.div_ceil(16) * 16;
+    let dyt_len = if lanes { group * n * cp } else { 0 };
+    let lane_dims = |count| LaneDims {
+        count,
+        x_step: xs,
+        c_in: g.c_in,
+        plane: px.plane(),
+        rows: g.h_out(),
+        cols: g.w_out(),
+        row_stride: px.wp(),
+        cp,
+        c_out: g.c_out,
+    };
+    let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * px.wp() + t % 3);
     let partial_dw = par_ranges(g.batch, |range| {
         let mut dw = vec![0f32; g.c_out * g.kdim()];
-        with_scratch(x_len + dy_len + grid_len, |scratch| {
+        with_scratch(x_len + dy_len + grid_len + dyt_len, |scratch| {
             let (xg, rest) = scratch.split_at_mut(x_len);
-            let (dyg, grid) = rest.split_at_mut(dy_len);
+            let (dyg, rest) = rest.split_at_mut(dy_len);
+            let (grid, dyt) = rest.split_at_mut(grid_len);
             for first in range.clone().step_by(group) {
                 let images = first..(first + group).min(range.end);
                 for (m, bi) in images.clone().enumerate() {
@@ -595,25 +615,32 @@ fn backward_direct(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads {
                         g.up,
                         &mut xg[m * xs..],
                     );
+                    if lanes {
+                        transpose_dy(dyb, g.c_out, cp, m, images.len(), dyt);
+                    }
                 }
-                // On dy's padded plane the output grid starts one row and one column in, and
-                // its garbage columns are the zero borders.
-                weight_grad(
-                    px,
-                    xg,
-                    Group {
-                        count: images.len(),
-                        stride: xs,
-                    },
-                    &dyg[pd.wp() + 1..],
-                    pd.plane(),
-                    Group {
-                        count: images.len(),
-                        stride: ds,
-                    },
-                    g.c_out,
-                    &mut dw,
-                );
+                if lanes {
+                    weight_grad_lanes(xg, dyt, lane_dims(images.len()), &offs, &mut dw);
+                } else {
+                    // On dy's padded plane the output grid starts one row and one column in, and
+                    // its garbage columns are the zero borders.
+                    weight_grad(
+                        px,
+                        xg,
+                        Group {
+                            count: images.len(),
+                            stride: xs,
+                        },
+                        &dyg[pd.wp() + 1..],
+                        pd.plane(),
+                        Group {
+                            count: images.len(),
+                            stride: ds,
+                        },
+                        g.c_out,
+                        &mut dw,
+                    );
+                }
                 for (m, bi) in images.enumerate() {
                     // SAFETY: each image's dx range is written by exactly one task.
                     let dxb = unsafe { dxp.slice_mut(bi * img_in, img_in) };

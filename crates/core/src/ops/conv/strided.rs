@@ -14,7 +14,10 @@
 //! a 2×2, 2×1, 1×2 or 1×1 correlation of the zero-bordered dy with those taps, 9 taps in all.
 
 use super::super::cpu::{SendPtr, output_buffer, par_ranges, with_scratch};
-use super::super::direct::{Group, Isa, PackedKernel, Padded, conv_taps, pad, weight_grad_taps};
+use super::super::direct::{
+    Group, Isa, LaneDims, PackedKernel, Padded, conv_taps, lanes_pay, pad, transpose_dy,
+    weight_grad_lanes, weight_grad_taps,
+};
 use super::super::math;
 use super::{Bias, ConvGeom, Grads, Weight, bias_residual_row, sum_partials};
 
@@ -197,7 +200,14 @@ pub(super) fn backward(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads 
     // Small images are reduced in groups, so that each weight-gradient tile sums over ≥ ~1k
     // positions before its horizontal sums.
     let group = (1024 / s.grid().max(1)).clamp(1, 16);
-    let (xs, dys) = (g.c_in * s.block(), g.c_out * ds);
+    // The weight gradient with output channels in the lanes where that layout pays (dy
+    // transposed instead of laid on the grid).
+    let lanes = lanes_pay(g.c_in, g.c_out);
+    let cp = g.c_out.div_ceil(16) * 16;
+    let (xs, dys) = (
+        g.c_in * s.block(),
+        if lanes { n_out * cp } else { g.c_out * ds },
+    );
     let scratch_len = group * xs + SLACK + group * dys + pd.buf_len() + 4 * g.c_in * n_ph;
     let partial_dw = par_ranges(g.batch, |range| {
         let mut dw = vec![0f32; g.c_out * g.c_in * 9];
@@ -220,6 +230,10 @@ pub(super) fn backward(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads 
                         &x[bi * img_in..(bi + 1) * img_in],
                         &mut xq[m * xs..],
                     );
+                    if lanes {
+                        transpose_dy(dyb, g.c_out, cp, m, images.len(), dyg);
+                        continue;
+                    }
                     let dm = &mut dyg[m * dys..(m + 1) * dys];
                     for (o, rows) in dm.chunks_exact_mut(ds).enumerate() {
                         rows.fill(0.0);
@@ -230,19 +244,34 @@ pub(super) fn backward(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads 
                     }
                 }
                 let count = images.len();
-                weight_grad_taps(
-                    xq,
-                    g.c_in,
-                    s.block(),
-                    &offs,
-                    Group { count, stride: xs },
-                    s.grid(),
-                    dyg,
-                    ds,
-                    Group { count, stride: dys },
-                    g.c_out,
-                    &mut dw,
-                );
+                if lanes {
+                    let d = LaneDims {
+                        count,
+                        x_step: xs,
+                        c_in: g.c_in,
+                        plane: s.block(),
+                        rows: s.ho,
+                        cols: s.wo,
+                        row_stride: s.wq,
+                        cp,
+                        c_out: g.c_out,
+                    };
+                    weight_grad_lanes(xq, dyg, d, &offs, &mut dw);
+                } else {
+                    weight_grad_taps(
+                        xq,
+                        g.c_in,
+                        s.block(),
+                        &offs,
+                        Group { count, stride: xs },
+                        s.grid(),
+                        dyg,
+                        ds,
+                        Group { count, stride: dys },
+                        g.c_out,
+                        &mut dw,
+                    );
+                }
                 for bi in images {
                     pad(pd, &dy[bi * img_out..(bi + 1) * img_out], 1, dyp);
                     for (phase, (toffs, k)) in phases.iter().enumerate() {
