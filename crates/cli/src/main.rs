@@ -108,7 +108,8 @@ fn retain_freed_memory() {
 /// Fixes the CPU thread count once, before any pool starts. The kernels run on candle's barrier
 /// pool (`CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`) and the matrix products inside candle
 /// on rayon's (`RAYON_NUM_THREADS`, which candle reads on every product and otherwise re-reads
-/// /proc/cpuinfo each time), so both are set to the same count.
+/// /proc/cpuinfo each time), so both are set to the same count (`--threads` overrides a
+/// `CANDLE_NUM_THREADS` already set, nothing else does).
 fn configure_threads(threads: Option<usize>) {
     let n = threads
         .or_else(|| {
@@ -125,6 +126,8 @@ fn configure_threads(threads: Option<usize>) {
     // SAFETY: called first thing in main, before any other thread exists.
     unsafe {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+        if threads.is_some() || std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+            std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+        }
     }
 }

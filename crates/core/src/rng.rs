@@ -152,6 +152,17 @@ mod tests {
             assert_eq!(crate::ops::cpu::with_threads(1, || mask(3, n, p)), m);
             assert_eq!(crate::ops::cpu::with_threads(5, || mask(3, n, p)), m);
             assert_ne!(mask(4, n, p), m);
+            // Element i is word i of the stream, whatever the piece boundaries.
+            assert_eq!(mask(3, 70_000, p), m[..70_000]);
+            let mut words = ChaCha8Rng::seed_from_u64(Rng::new(3, 7).next_u64());
+            let threshold = (p * 4_294_967_296.0).ceil() as u64;
+            for (i, &v) in m.iter().enumerate().take(140_000) {
+                assert_eq!(
+                    v != 0.0,
+                    u64::from(words.next_u32()) >= threshold,
+                    "element {i}"
+                );
+            }
         }
         // Successive masks of one stream differ.
         let mut rng = Rng::new(3, 7);

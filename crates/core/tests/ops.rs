@@ -127,7 +127,8 @@ fn conv2d_cases(seed: u64) {
 
 /// The U-Net's downsampling convs have even sides, where candle's reference input gradient
 /// is a row and a column short; there the stride-2 direct path (one thread) is checked
-/// against the im2col + GEMM path (eight threads on a batch of two).
+/// against the im2col + GEMM path (a batch of two under eight threads takes that path: the
+/// direct kernels run one image per thread).
 #[test]
 fn stride2_direct_path_matches_the_gemm_path_on_even_sides() {
     let mut rng = Rng::new(21, 21);
@@ -364,6 +365,9 @@ fn fused_conv2d_cases(seed: u64) {
         (3, 5, 5, 7, 40, 3, 1, 1, 2, true, true),
         (9, 6, 6, 5, 33, 3, 1, 1, 1, false, true),
         (2, 16, 9, 9, 16, 3, 1, 1, 1, true, false),
+        // One-row and one-column images through the upsampling phases.
+        (2, 3, 1, 4, 5, 3, 1, 1, 2, false, true),
+        (1, 2, 3, 1, 17, 3, 1, 1, 2, true, false),
     ];
     for (b, ci, h, w, co, k, s, p, up, per_sample, with_res) in cases {
         let label = format!(

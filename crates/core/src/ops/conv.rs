@@ -13,14 +13,16 @@
 //!
 //! Backward: for stride 1 the input gradient is itself a convolution of dy with the flipped
 //! kernel (im2col of dy, then one GEMM with K = C_out·k·k), which beats a GEMM with K = C_out
-//! followed by a scatter-add col2im; strided convs use the col2im form. The weight gradient
+//! followed by a scatter-add col2im; strided convs use the col2im form on this path. The weight gradient
 //! re-unfolds x (cheaper than keeping 9× the input alive). Work is split over the batch (one
 //! single-threaded GEMM per image) when the batch can fill the pool, and inside each GEMM
 //! otherwise; partial weight gradients are summed in a fixed order.
 //!
 //! On x86-64 with AVX-512 (or AVX2 + FMA), 3×3 stride-1 padding-1 convolutions (all but one
 //! of the U-Net's) whose batch fills the pool go to the direct kernels of [`super::direct`]
-//! instead, forward and backward: they skip the column matrix. With AVX2 they ran 1.3–1.7×
+//! instead, forward and backward: they skip the column matrix. With AVX-512 the stride-2
+//! 3×3 convs run on them too, through phase planes (`conv/strided.rs`), and the upsampling
+//! conv's forward and input gradient are taken at the low resolution (`conv/upsampled.rs`). With AVX2 they ran 1.3–1.7×
 //! faster per conv forward and 1.1–1.5× backward than this path; with AVX-512 about 1.4×
 //! the whole training step (examples/conv_micro and examples/bench; `DDLAB_CONV=gemm`
 //! forces this path to compare).
@@ -551,9 +553,13 @@ fn backward_direct(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads {
     let mut db = output_buffer(g.batch * g.c_out);
     let dxp = SendPtr::new(&mut dx);
     let dbp = SendPtr::new(&mut db);
-    // The input gradient is the conv of padded dy with the flipped kernel.
-    let flipped = PackedKernel::new(g.c_in, g.c_out, |ci, co, t| {
-        w.data[co * w.ld + ci * 9 + (8 - t)]
+    // The input gradient is the conv of padded dy with the flipped kernel (an upsampling
+    // conv's is taken at the low resolution instead, conv/upsampled.rs).
+    let up2 = upsampled::applies(g).then(|| upsampled::InputGrad::new(g, w));
+    let flipped = up2.is_none().then(|| {
+        PackedKernel::new(g.c_in, g.c_out, |ci, co, t| {
+            w.data[co * w.ld + ci * 9 + (8 - t)]
+        })
     });
     let px = Padded {
         c: g.c_in,
@@ -574,8 +580,6 @@ fn backward_direct(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads {
         group * xs + px.buf_len() - xs,
         group * ds + pd.buf_len() - ds,
     );
-    // An upsampling conv's input gradient is taken at the low resolution (conv/upsampled.rs).
-    let up2 = upsampled::applies(g).then(|| upsampled::InputGrad::new(g, w));
     let grid_len = up2.as_ref().map_or(g.c_in * gn, |u| u.scratch_len(g));
     // The weight gradient with output channels in the lanes where that layout pays.
     let lanes = super::direct::lanes_pay(g.c_in, g.c_out);
@@ -608,7 +612,11 @@ fn backward_direct(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads {
                     for (d, row) in dbb.iter_mut().zip(dyb.chunks_exact(n)) {
                         *d = math::sum(row);
                     }
-                    pad(pd, dyb, 1, &mut dyg[m * ds..]);
+                    // Padded dy feeds the positions-in-lanes weight gradient and the
+                    // stride-1 input gradient.
+                    if !lanes || up2.is_none() {
+                        pad(pd, dyb, 1, &mut dyg[m * ds..]);
+                    }
                     pad(
                         px,
                         &x[bi * img_in..(bi + 1) * img_in],
@@ -644,12 +652,14 @@ fn backward_direct(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads {
                 for (m, bi) in images.enumerate() {
                     // SAFETY: each image's dx range is written by exactly one task.
                     let dxb = unsafe { dxp.slice_mut(bi * img_in, img_in) };
-                    if let Some(u) = &up2 {
-                        u.run(g, &dy[bi * img_out..(bi + 1) * img_out], grid, dxb);
-                        continue;
+                    match (&up2, &flipped) {
+                        (Some(u), _) => u.run(g, &dy[bi * img_out..(bi + 1) * img_out], grid, dxb),
+                        (None, Some(k)) => {
+                            conv(pd, &dyg[m * ds..], k, grid);
+                            compact_input_grad(g, grid, gn, pd.wp(), dxb);
+                        }
+                        (None, None) => unreachable!("a flipped kernel is built without up2"),
                     }
-                    conv(pd, &dyg[m * ds..], &flipped, grid);
-                    compact_input_grad(g, grid, gn, pd.wp(), dxb);
                 }
             }
         });

@@ -105,8 +105,9 @@ pub fn threads() -> usize {
 
 /// Runs `f` with the kernels on this thread splitting their work as if `n` threads ran them
 /// (the split, and so which kernel runs and how sums are grouped, follows `n`; the pieces
-/// still run on the pool's threads, or on this one alone for `n = 1`). For tests that check
-/// every kernel path on any machine.
+/// run on the barrier pool when `n` covers it, else on the rayon pool `f` runs in, or on
+/// this thread alone for `n = 1`). Tests use it to check every kernel path on any machine,
+/// and a sweep to give each of its concurrent runs its share of the cores.
 pub fn with_threads<R>(n: usize, f: impl FnOnce() -> R) -> R {
     struct Restore(Option<usize>);
     impl Drop for Restore {
@@ -156,11 +157,26 @@ fn run_pieces<R: Send>(
     if chunks <= 1 || threads() == 1 {
         return (0..chunks.max(1)).map(|c| f(piece(c))).collect();
     }
-    // One region at a time on the barrier pool; a caller that finds it taken (another run of
-    // a sweep on its own share of the cores) uses rayon's pool, whichever one it runs in.
-    let Some(_taken) = PoolTaken::take() else {
+    // One region at a time on the barrier pool, and only for a caller entitled to all of it
+    // (every worker takes part in every region). A caller that finds it taken, or that has
+    // a smaller share of the cores (one slot of a sweep running several runs), uses rayon's
+    // pool, whichever one it runs in.
+    let share = LOGICAL_THREADS.with(|c| c.get());
+    let pool_size = candle_core::utils::barrier_pool().n_workers() + 1;
+    let taken = if share.is_none_or(|s| s >= pool_size) {
+        PoolTaken::take()
+    } else {
+        None
+    };
+    let Some(_taken) = taken else {
         use rayon::prelude::*;
-        return (0..chunks).into_par_iter().map(|c| f(piece(c))).collect();
+        return (0..chunks)
+            .into_par_iter()
+            .map(|c| {
+                let _region = RegionGuard::enter();
+                f(piece(c))
+            })
+            .collect();
     };
     let slots: Vec<std::sync::Mutex<Option<R>>> =
         (0..chunks).map(|_| std::sync::Mutex::new(None)).collect();
@@ -202,7 +218,10 @@ fn run_pieces<R: Send>(
 
 /// Splits `0..n` into one contiguous range per thread (fewer if `n` is small) and runs `f` on
 /// each in parallel; results come back in range order. The split depends only on `n` and the
-/// pool size, never on timing.
+/// thread count, never on timing.
+///
+/// `f` must not call candle tensor ops: the calling thread runs pieces while it holds the
+/// barrier pool, and candle's element-wise ops on large tensors would wait for that pool.
 pub fn par_ranges<R: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> R + Sync) -> Vec<R> {
     run_pieces(n, threads().min(n).max(1), f)
 }

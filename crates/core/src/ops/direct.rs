@@ -1,4 +1,6 @@
-//! Direct 3×3 stride-1 convolution kernels (AVX-512, or AVX2 + FMA), without im2col.
+//! Direct convolution kernels (AVX-512, or AVX2 + FMA), without im2col: 3×3 stride 1, and
+//! the general form for any list of taps that the stride-2 and upsampling convs run on
+//! (`conv/strided.rs`, `conv/upsampled.rs`).
 //!
 //! The input image is copied once into a zero-bordered plane per channel ((H+2) × (W+2), the
 //! padding made explicit). On that plane the input pixel under kernel tap (ki, kj) of output
@@ -15,11 +17,15 @@
 //!   output channels × all 9 taps of one input channel: 27 accumulators, 12 loads per 27
 //!   FMAs, each dy vector streamed from L2 feeding 9 FMAs); with AVX2 a 4 × 3 tile (4 output
 //!   channels × the 3 horizontal taps of one input row: 7 loads per 12 FMAs).
+//! - [`weight_grad_lanes`]: the same sum with output channels in the lanes (dy transposed),
+//!   AVX-512, where it pays ([`lanes_pay`]).
+//! - [`conv_taps`], [`weight_grad_taps`]: [`conv`] and the AVX-512 [`weight_grad`] for taps at
+//!   any offsets in a channel's planes.
 //!
 //! The AVX-512 kernels run wherever the CPU has AVX-512F (Intel since Skylake-SP, AMD since
 //! Zen 4): twice the lanes per FMA, and about twice the throughput of the AVX2 kernels there.
 //!
-//! The input gradient is [`conv`] of the padded dy with the flipped kernel. Both kernels keep
+//! The input gradient is [`conv`] of the padded dy with the flipped kernel. Every kernel keeps
 //! a fixed summation order, so results do not depend on threads.
 
 use std::arch::x86_64::*;
@@ -460,7 +466,8 @@ pub fn weight_grad_with(
     };
     if isa == Isa::Avx512 {
         let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * wp + t % 3);
-        wgrad9(x, p.c, p.plane(), &offs, dy, dims, c_out, dw);
+        // SAFETY: the bounds are asserted above (x through the slack, dy through n_vec).
+        unsafe { wgrad9(x, p.c, p.plane(), &offs, dy, dims, c_out, dw) };
         return;
     }
     for i in 0..p.c {
@@ -496,9 +503,9 @@ pub fn weight_grad_with(
 }
 
 /// [`weight_grad`] with AVX-512 for any 9 taps: `dw[o][i][t] += Σ_m Σ_{j<n} dy_m[o][j] ·
-/// x_m[i·plane + offs[t] + j]` over the images of the groups, where each dy row reads zeros
-/// from `n` up to `n` rounded up to 16 (its garbage columns and tail). `dw` is
-/// (C_out × C_in × 9).
+/// x_m[i·plane + offs[t] + j]` over the images of the groups. The caller lays zeros in each
+/// dy row from `n` up to `n` rounded up to 16, and finite values in x as far as those
+/// positions reach (they are multiplied, by zero). `dw` is (C_out × C_in × 9).
 #[allow(clippy::too_many_arguments)]
 pub fn weight_grad_taps(
     x: &[f32],
@@ -541,14 +548,17 @@ pub fn weight_grad_taps(
         n_vec,
         count,
     };
-    wgrad9(x, c_in, plane, offs, dy, dims, c_out, dw);
+    // SAFETY: the bounds are asserted above.
+    unsafe { wgrad9(x, c_in, plane, offs, dy, dims, c_out, dw) };
 }
 
 /// The AVX-512 weight-gradient loop over input channels and blocks of output channels.
-/// Bounds: every read described by `dims` and `offs` lies inside `x` and `dy` (checked by the
-/// callers).
+///
+/// # Safety
+/// Every read described by `dims`, `plane`, `c_in`, `c_out` and `offs` must lie inside `x` and
+/// `dy` (its callers assert the bounds), and `dw` must hold `c_out·c_in·9` floats.
 #[allow(clippy::too_many_arguments)]
-fn wgrad9(
+unsafe fn wgrad9(
     x: &[f32],
     c_in: usize,
     plane: usize,
@@ -573,8 +583,8 @@ fn wgrad9(
                 ..dims
             };
             let mut sums = [[0f32; 9]; WR9];
-            // SAFETY: AVX-512F is checked above; reads stay inside x and dy (the callers'
-            // bounds).
+            // SAFETY: AVX-512F is checked above; reads stay inside x and dy (this function's
+            // contract).
             unsafe {
                 match rows {
                     3 => wtile9::<3>(x, dy, d, offs, &mut sums),
@@ -926,6 +936,41 @@ mod tests {
         }
         for &isa in &isas {
             check_isa(isa);
+        }
+    }
+
+    #[test]
+    fn conv_taps_matches_plain_loops_for_any_taps() {
+        for isa in [Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|i| i.supported())
+        {
+            for (c_in, c_out, plane, offs) in [
+                (3, 7, 50, vec![0, 1, 9, 10]),
+                (2, 13, 40, (0..16).map(|t| (t * 7) % 37).collect::<Vec<_>>()),
+                (5, 1, 33, vec![4]),
+            ] {
+                let n = 64;
+                let reach = offs.iter().max().unwrap();
+                let x: Vec<f32> = (0..(c_in - 1) * plane + reach + n)
+                    .map(|v| ((v * 7) % 11) as f32 - 5.0)
+                    .collect();
+                let taps = offs.len();
+                let wv =
+                    |o: usize, i: usize, t: usize| ((o * 31 + i * 7 + t * 3) % 13) as f32 - 6.0;
+                let k = PackedKernel::with_taps(isa, c_out, c_in, taps, wv);
+                let mut out = vec![f32::NAN; c_out * n];
+                conv_taps(&x, c_in, plane, &offs, n, &k, &mut out);
+                for o in 0..c_out {
+                    for j in 0..n {
+                        let want: f32 = (0..c_in)
+                            .flat_map(|i| (0..taps).map(move |t| (i, t)))
+                            .map(|(i, t)| wv(o, i, t) * x[i * plane + offs[t] + j])
+                            .sum();
+                        assert_eq!(out[o * n + j], want, "{isa:?} {taps} taps o{o} j{j}");
+                    }
+                }
+            }
         }
     }
 

@@ -41,7 +41,8 @@ fn merged_tap(w: Weight, o: usize, i: usize, a: usize, b: usize, t: usize) -> f3
         .sum()
 }
 
-/// Whether this conv goes through the phase form: an upsampling 3×3 conv on the direct path.
+/// Whether this conv has the phase form: a nearest-×2 upsampling 3×3 stride-1 padding-1 conv
+/// (the caller checks that it runs on the direct kernels).
 pub(super) fn applies(g: &ConvGeom) -> bool {
     g.up == 2 && g.k == 3 && g.stride == 1 && g.pad == 1
 }
