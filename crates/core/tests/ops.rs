@@ -106,6 +106,8 @@ fn conv2d_cases(seed: u64) {
         (2, 3, 1, 3, 4, 3, 2, 1),
         (8, 16, 13, 15, 7, 3, 2, 1),
         (9, 4, 9, 11, 24, 3, 2, 1),
+        // Wide layers on small images: the weight gradient as one GEMM over the batch.
+        (3, 64, 4, 5, 130, 3, 1, 1),
     ];
     for (b, ci, h, w, co, k, s, p) in cases {
         let label = format!("conv b{b} ci{ci} {h}x{w} co{co} k{k} s{s} p{p}");
@@ -368,6 +370,8 @@ fn fused_conv2d_cases(seed: u64) {
         // One-row and one-column images through the upsampling phases.
         (2, 3, 1, 4, 5, 3, 1, 1, 2, false, true),
         (1, 2, 3, 1, 17, 3, 1, 1, 2, true, false),
+        (2, 64, 2, 3, 129, 3, 1, 1, 2, true, true),
+        (9, 70, 3, 3, 72, 3, 1, 1, 1, false, true),
     ];
     for (b, ci, h, w, co, k, s, p, up, per_sample, with_res) in cases {
         let label = format!(
