@@ -203,3 +203,47 @@ fn two_workers_on_postgres_never_run_the_same_run_twice() {
     let r = pg_rows(&url, "SELECT COUNT(*) FROM metrics WHERE name = 'loss'");
     assert_eq!(r[0][0], "120", "every metric row of every run, once");
 }
+
+/// Run directories are named by sweep, run id and name, so a second database with the same
+/// output root meets the first one's checkpoints: a run resumes only its own configuration.
+#[test]
+fn a_second_database_does_not_resume_another_runs_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "twice",
+        1,
+        "steps = 30\ncheckpoint_every = 10\neval_nll = false\n",
+    );
+    let spec = spec.to_str().unwrap();
+    let (a, b) = (
+        sqlite_url(dir.path()),
+        format!("sqlite://{}", dir.path().join("other.sqlite").display()),
+    );
+    run_ok(
+        ddlab()
+            .current_dir(dir.path())
+            .args(["sweep", spec, "--db", &a]),
+    );
+    let out = run_ok(
+        ddlab()
+            .current_dir(dir.path())
+            .args(["sweep", spec, "--db", &b, "--set", "steps=20"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("different run configuration"), "{err}");
+    assert!(!err.contains("resuming from step"), "{err}");
+    // Every one of its own 20 steps was trained and recorded in the second database.
+    let r = sqlite_rows(
+        &b,
+        "SELECT COUNT(*), MIN(step), MAX(step) FROM metrics WHERE name = 'loss'",
+    );
+    assert_eq!(r[0], vec!["20".to_string(), "1".into(), "20".into()]);
+    // The same configuration again resumes its own checkpoint (nothing left to train).
+    let out = run_ok(
+        ddlab()
+            .current_dir(dir.path())
+            .args(["sweep", spec, "--db", &b, "--set", "steps=20"]),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 completed"));
+}

@@ -145,7 +145,24 @@ pub fn execute(ctx: &RunContext) -> Result<Outcome> {
     if ck_path.exists() {
         let bytes = std::fs::read(&ck_path)
             .with_context(|| format!("cannot read {}", ck_path.display()))?;
-        match Checkpoint::from_bytes(&bytes, &ctx.device).and_then(|ck| trainer.restore(&ck)) {
+        // A checkpoint in this run's directory may be another run's: the directory is named
+        // by sweep, run id and name, so a second database (or a changed sweep file) with the
+        // same output root finds the first one's. Only this run's own configuration resumes.
+        let config = serde_json::to_string(&plan.config)?;
+        let own = |ck: Checkpoint| -> ddlab_core::Result<Checkpoint> {
+            match ck.metadata.get("ddlab.run_config") {
+                Some(c) if *c != config => Err(ddlab_core::Error::Checkpoint(
+                    "it was written for a different run configuration (another database or \
+                     sweep file using the same output directory)"
+                        .into(),
+                )),
+                _ => Ok(ck),
+            }
+        };
+        match Checkpoint::from_bytes(&bytes, &ctx.device)
+            .and_then(own)
+            .and_then(|ck| trainer.restore(&ck))
+        {
             Ok(()) => ctx
                 .observer
                 .note(&format!("resuming from step {}", trainer.step_count())),
