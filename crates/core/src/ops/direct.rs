@@ -473,16 +473,7 @@ pub fn weight_grad_with(
     }
     assert!(x.len() >= (count - 1) * xg.stride + p.buf_len());
     assert!(dy.len() >= (count - 1) * dyg.stride + (c_out - 1) * dy_stride + n_vec.max(n));
-    let dims = WDims {
-        xo: 0,
-        x_step: xg.stride,
-        dy0: 0,
-        dy_step: dyg.stride,
-        stride: dy_stride,
-        n,
-        n_vec,
-        count,
-    };
+    let dims = WDims::groups(xg, dyg, dy_stride, n, n_vec, count);
     if isa == Isa::Avx512 {
         let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * wp + t % 3);
         // SAFETY: the bounds are asserted above (x through the slack, dy through n_vec).
@@ -557,16 +548,7 @@ pub fn weight_grad_taps(
                 + n_vec
     );
     assert!(dy.len() >= (count - 1) * dyg.stride + (c_out - 1) * dy_stride + n_vec);
-    let dims = WDims {
-        xo: 0,
-        x_step: xg.stride,
-        dy0: 0,
-        dy_step: dyg.stride,
-        stride: dy_stride,
-        n,
-        n_vec,
-        count,
-    };
+    let dims = WDims::groups(xg, dyg, dy_stride, n, n_vec, count);
     // SAFETY: the bounds are asserted above.
     unsafe { wgrad9(x, c_in, plane, offs, dy, dims, c_out, dw) };
 }
@@ -617,6 +599,22 @@ unsafe fn wgrad9(
                     dw[base + t] += v;
                 }
             }
+        }
+    }
+}
+
+impl WDims {
+    /// The dimensions of a whole group, from its first image and first output channel.
+    fn groups(xg: Group, dyg: Group, stride: usize, n: usize, n_vec: usize, count: usize) -> Self {
+        Self {
+            xo: 0,
+            x_step: xg.stride,
+            dy0: 0,
+            dy_step: dyg.stride,
+            stride,
+            n,
+            n_vec,
+            count,
         }
     }
 }
