@@ -293,6 +293,16 @@ enum Bias<'a> {
     Sample(&'a [f32]),
 }
 
+impl Bias<'_> {
+    /// The bias of output channel `co` of image `image` (of `c_out` channels).
+    fn at(&self, image: usize, co: usize, c_out: usize) -> f32 {
+        match self {
+            Bias::Channel(b) => b[co],
+            Bias::Sample(b) => b[image * c_out + co],
+        }
+    }
+}
+
 /// The weight as a C_out × C_in·k·k matrix whose rows are `ld` apart (a packed [W | b] has
 /// `ld = C_in·k·k + 1`).
 #[derive(Clone, Copy)]
@@ -410,10 +420,7 @@ fn forward_direct(
                 // SAFETY: each image's output range is written by exactly one task.
                 let yb = unsafe { yp.slice_mut(bi * img_out, img_out) };
                 for co in 0..g.c_out {
-                    let b = match bias {
-                        Bias::Channel(b) => b[co],
-                        Bias::Sample(b) => b[bi * g.c_out + co],
-                    };
+                    let b = bias.at(bi, co, g.c_out);
                     for oh in 0..ho {
                         let dst = &mut yb[co * n + oh * wo..][..wo];
                         let src = &grid[co * gn + oh * px.wp()..][..wo];
@@ -451,10 +458,7 @@ fn forward_gemm(
                 // SAFETY: each image's output range is written by exactly one task.
                 let yb = unsafe { yp.slice_mut(bi * img_out, img_out) };
                 for (co, row) in yb.chunks_exact_mut(n).enumerate() {
-                    let b = match bias {
-                        Bias::Channel(b) => b[co],
-                        Bias::Sample(b) => b[bi * g.c_out + co],
-                    };
+                    let b = bias.at(bi, co, g.c_out);
                     let r = residual.map(|r| &r[bi * img_out + co * n..][..n]);
                     bias_residual_row(row, None, b, r);
                 }

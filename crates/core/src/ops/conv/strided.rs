@@ -138,10 +138,7 @@ pub(super) fn forward(
                 // SAFETY: each image's output range is written by exactly one task.
                 let yb = unsafe { yp.slice_mut(bi * img_out, img_out) };
                 for co in 0..g.c_out {
-                    let b = match bias {
-                        Bias::Channel(b) => b[co],
-                        Bias::Sample(b) => b[bi * g.c_out + co],
-                    };
+                    let b = bias.at(bi, co, g.c_out);
                     for oh in 0..s.ho {
                         let dst = &mut yb[co * n_out + oh * s.wo..][..s.wo];
                         let src = &grid[co * gn + oh * s.wq..][..s.wo];

@@ -89,10 +89,7 @@ pub(super) fn forward(
                 // SAFETY: each image's output range is written by exactly one task.
                 let yb = unsafe { yp.slice_mut(bi * img_out, img_out) };
                 for co in 0..g.c_out {
-                    let b = match bias {
-                        Bias::Channel(b) => b[co],
-                        Bias::Sample(b) => b[bi * g.c_out + co],
-                    };
+                    let b = bias.at(bi, co, g.c_out);
                     for oy in 0..2 * g.h {
                         let (a, m) = (oy % 2, oy / 2);
                         let even = &grids[((2 * a) * g.c_out + co) * gn + m * wp..][..g.w];
