@@ -116,7 +116,15 @@ fn train_then_sample_and_evaluate_the_checkpoint() {
         text.contains("completed run 1 `t1`") && text.contains("bits/dim"),
         "{text}"
     );
-    let run_dir = dir.path().join("runs/train/00001-t1");
+    // runs/<store id>/train/<id>-<name>: the folder the store recorded.
+    let store_id = sqlite_rows(&db, "SELECT value FROM store_info WHERE key = 'store_id'");
+    let run_dir = dir
+        .path()
+        .join("runs")
+        .join(&store_id[0][0])
+        .join("train/00001-t1");
+    let recorded = sqlite_rows(&db, "SELECT checkpoint_path FROM runs WHERE id = 1");
+    assert!(recorded[0][0].ends_with("train/00001-t1/checkpoint.safetensors"));
     assert!(run_dir.join("samples.png").is_file());
     let ck = run_dir.join("checkpoint.safetensors");
     let png = image::open(run_dir.join("samples.png")).unwrap();

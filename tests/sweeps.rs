@@ -204,10 +204,11 @@ fn two_workers_on_postgres_never_run_the_same_run_twice() {
     assert_eq!(r[0][0], "120", "every metric row of every run, once");
 }
 
-/// Run directories are named by sweep, run id and name, so a second database with the same
-/// output root meets the first one's checkpoints: a run resumes only its own configuration.
+/// A run's checkpoint belongs to the store that recorded it: two fresh databases given the same
+/// spec one after the other (same output folder, same run ids and names) each train every step
+/// and keep a full metric history; neither resumes or overwrites the other's checkpoint.
 #[test]
-fn a_second_database_does_not_resume_another_runs_checkpoint() {
+fn a_second_database_never_resumes_another_databases_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(
         dir.path(),
@@ -220,30 +221,28 @@ fn a_second_database_does_not_resume_another_runs_checkpoint() {
         sqlite_url(dir.path()),
         format!("sqlite://{}", dir.path().join("other.sqlite").display()),
     );
-    run_ok(
+    let loss_rows = "SELECT COUNT(*), MIN(step), MAX(step) FROM metrics WHERE name = 'loss'";
+    let full = vec!["30".to_string(), "1".into(), "30".into()];
+    for db in [&a, &b] {
+        let out = run_ok(
+            ddlab()
+                .current_dir(dir.path())
+                .args(["sweep", spec, "--db", db]),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("resuming from step"), "{err}");
+        assert_eq!(sqlite_rows(db, loss_rows)[0], full, "{db}");
+    }
+    // The first database's run still resumes (and finds nothing left to train) from its own
+    // checkpoint, which the second database's run did not overwrite.
+    let checkpoints = sqlite_rows(&a, "SELECT checkpoint_path FROM runs");
+    let other = sqlite_rows(&b, "SELECT checkpoint_path FROM runs");
+    assert_ne!(checkpoints, other, "each store's run has its own folder");
+    let out = run_ok(
         ddlab()
             .current_dir(dir.path())
             .args(["sweep", spec, "--db", &a]),
     );
-    let out = run_ok(
-        ddlab()
-            .current_dir(dir.path())
-            .args(["sweep", spec, "--db", &b, "--set", "steps=20"]),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("different run configuration"), "{err}");
-    assert!(!err.contains("resuming from step"), "{err}");
-    // Every one of its own 20 steps was trained and recorded in the second database.
-    let r = sqlite_rows(
-        &b,
-        "SELECT COUNT(*), MIN(step), MAX(step) FROM metrics WHERE name = 'loss'",
-    );
-    assert_eq!(r[0], vec!["20".to_string(), "1".into(), "20".into()]);
-    // The same configuration again resumes its own checkpoint (nothing left to train).
-    let out = run_ok(
-        ddlab()
-            .current_dir(dir.path())
-            .args(["sweep", spec, "--db", &b, "--set", "steps=20"]),
-    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 completed"));
+    assert_eq!(sqlite_rows(&a, loss_rows)[0], full);
 }

@@ -6,6 +6,7 @@ mod cmd;
 mod progress;
 
 use clap::{Parser, Subcommand};
+use ddlab_config::names::terminal_safe;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -21,8 +22,8 @@ use std::process::ExitCode;
         `ddlab runs`, `ddlab tui` and `ddlab report --sweep quickstart`."
 )]
 struct Cli {
-    /// Worker threads for the CPU kernels (default: all cores).
-    #[arg(long, global = true, env = "DDLAB_THREADS")]
+    /// Worker threads for the CPU kernels, 1 to 1024 (default: all cores).
+    #[arg(long, global = true, env = "DDLAB_THREADS", value_parser = thread_count)]
     threads: Option<usize>,
 
     #[command(subcommand)]
@@ -38,8 +39,8 @@ enum Command {
     Tui(cmd::tui::Args),
     Report(cmd::report::Args),
     Train(cmd::train::Args),
-    TrainClip(cmd::helpers::ClipArgs),
-    TrainJudge(cmd::helpers::JudgeArgs),
+    TrainClip(cmd::helper_models::ClipArgs),
+    TrainJudge(cmd::helper_models::JudgeArgs),
     Sample(cmd::sample::Args),
     Eval(cmd::eval::Args),
     Schedule(cmd::schedule::Args),
@@ -47,9 +48,34 @@ enum Command {
     Bench(cmd::bench::Args),
 }
 
+/// `--threads`: a count the thread pools can start.
+fn thread_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n @ 1..=1024) => Ok(n),
+        _ => Err("expected a whole number of threads from 1 to 1024".into()),
+    }
+}
+
+/// The command line, or its usage error as one line (help and version print as usual).
+fn parse_command_line() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|e| {
+        if !e.use_stderr() {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or("error: bad arguments").trim();
+        eprintln!("{} (see --help)", terminal_safe(first));
+        ExitCode::from(2)
+    })
+}
+
 fn main() -> ExitCode {
     retain_freed_memory();
-    let cli = Cli::parse();
+    let cli = match parse_command_line() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     configure_threads(cli.threads);
     let result = match cli.command {
         Command::Sweep(a) => cmd::sweep::run(a),
@@ -59,8 +85,8 @@ fn main() -> ExitCode {
         Command::Tui(a) => cmd::tui::run(a),
         Command::Report(a) => cmd::report::run(a),
         Command::Train(a) => cmd::train::run(a),
-        Command::TrainClip(a) => cmd::helpers::clip(a),
-        Command::TrainJudge(a) => cmd::helpers::judge(a),
+        Command::TrainClip(a) => cmd::helper_models::clip(a),
+        Command::TrainJudge(a) => cmd::helper_models::judge(a),
         Command::Sample(a) => cmd::sample::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Schedule(a) => cmd::schedule::run(a),
@@ -76,19 +102,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// An error chain as one line: "context: cause: cause". Only the first line of each message
-/// is kept (candle appends a backtrace on the following lines when RUST_BACKTRACE is set).
+/// An error as one line for the terminal.
 fn one_sentence(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = vec![];
-    for cause in e.chain() {
-        let text = cause.to_string();
-        let first = text.lines().next().unwrap_or("").trim().to_string();
-        // A context that only repeats its cause adds nothing.
-        if !first.is_empty() && !parts.last().is_some_and(|p| p.contains(&first)) {
-            parts.push(first);
-        }
-    }
-    parts.join(": ")
+    // Errors quote user text (names, paths, values): never raw to the terminal.
+    terminal_safe(&ddlab_runner::error::one_line(e))
 }
 
 /// Keeps freed memory in glibc's heap rather than handing it back to the kernel. A training
@@ -111,18 +128,7 @@ fn retain_freed_memory() {
 /// /proc/cpuinfo each time), so both are set to the same count (`--threads` overrides a
 /// `CANDLE_NUM_THREADS` already set, nothing else does).
 fn configure_threads(threads: Option<usize>) {
-    let n = threads
-        .or_else(|| {
-            std::env::var("RAYON_NUM_THREADS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-        .max(1);
+    let n = threads.unwrap_or_else(ddlab_runner::device::cpu_threads);
     // SAFETY: called first thing in main, before any other thread exists.
     unsafe {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());

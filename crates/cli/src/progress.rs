@@ -1,7 +1,8 @@
 //! Progress display for long work: an indicatif bar on a terminal, plain log lines elsewhere
 //! (so logs of batch jobs stay readable).
 
-use ddlab_runner::execute::Observer;
+use ddlab_config::names::terminal_safe;
+use ddlab_runner::events::Observer;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -98,6 +99,7 @@ impl Observer for RunProgress {
     }
 
     fn note(&self, msg: &str) {
+        let msg = terminal_safe(msg);
         if self.plain {
             eprintln!("[{}] {msg}", self.label);
         } else {
@@ -154,7 +156,7 @@ impl ddlab_runner::sweep::ObserverFactory for SweepProgress {
         let bar = self
             .multi
             .insert_before(&self.total, ProgressBar::new(run.steps_total as u64));
-        let label = format!("#{} {}", run.id, run.name);
+        let label = format!("#{} {}", run.id, terminal_safe(&run.name));
         bar.set_message(label.clone());
         Box::new(RunProgress::with_bar(bar, &label, self.plain))
     }
@@ -178,6 +180,6 @@ impl ddlab_runner::sweep::ObserverFactory for SweepProgress {
             }
             Outcome::Failed { error } => format!("failed #{} {}: {error}", run.id, run.name),
         };
-        self.println(&line);
+        self.println(&terminal_safe(&line));
     }
 }

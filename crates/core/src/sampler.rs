@@ -113,6 +113,69 @@ impl fmt::Display for DdpmVariance {
     }
 }
 
+/// Which sampler a user picked; [`SamplerConfig`] holds its settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SamplerKind {
+    /// Ancestral sampling (Ho et al. 2020).
+    Ddpm,
+    /// DDIM (Song et al. 2021), η interpolating to DDPM.
+    #[default]
+    Ddim,
+}
+
+impl SamplerKind {
+    pub const ALL: [SamplerKind; 2] = [SamplerKind::Ddpm, SamplerKind::Ddim];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SamplerKind::Ddpm => "ddpm",
+            SamplerKind::Ddim => "ddim",
+        }
+    }
+
+    /// Sampling steps when none are given: all T for DDPM, whose quality falls quickly with
+    /// fewer; min(T, 50) for DDIM, which holds up at 50 (Song et al. 2021, Table 1).
+    pub fn default_steps(self, t: usize) -> usize {
+        match self {
+            SamplerKind::Ddpm => t,
+            SamplerKind::Ddim => t.min(50),
+        }
+    }
+}
+
+impl FromStr for SamplerKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                Error::InvalidSampler(format!("unknown sampler `{s}` (expected ddpm or ddim)"))
+            })
+    }
+}
+
+impl fmt::Display for SamplerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Every sampler setting a user can give; [`SamplerConfig::with_defaults`] fills the rest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplerOptions {
+    pub kind: SamplerKind,
+    /// S ≤ T; `None` for the kind's default.
+    pub steps: Option<usize>,
+    pub spacing: TimestepSpacing,
+    /// DDIM only.
+    pub eta: f64,
+    /// DDPM only.
+    pub variance: DdpmVariance,
+    pub clip_x0: bool,
+}
+
 /// Which sampler and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -132,6 +195,25 @@ pub enum SamplerConfig {
 }
 
 impl SamplerConfig {
+    /// The sampler `o` asks for on a schedule of `t` steps (values are checked by `build`).
+    pub fn with_defaults(o: &SamplerOptions, t: usize) -> Self {
+        let steps = o.steps.unwrap_or(o.kind.default_steps(t));
+        match o.kind {
+            SamplerKind::Ddpm => SamplerConfig::Ddpm {
+                steps,
+                spacing: o.spacing,
+                variance: o.variance,
+                clip_x0: o.clip_x0,
+            },
+            SamplerKind::Ddim => SamplerConfig::Ddim {
+                steps,
+                spacing: o.spacing,
+                eta: o.eta,
+                clip_x0: o.clip_x0,
+            },
+        }
+    }
+
     pub fn build(&self, schedule: &NoiseSchedule) -> Result<Box<dyn Sampler>> {
         Ok(match *self {
             SamplerConfig::Ddpm {

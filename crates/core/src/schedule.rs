@@ -244,12 +244,22 @@ pub struct NoiseSchedule {
     pub posterior_mean_coef2: Vec<f64>,
 }
 
+/// The most diffusion steps a schedule may have: a bound, so that a typo cannot allocate
+/// gigabytes of schedule arrays (DDPM uses 1,000; 100,000 is far past any published T).
+pub const MAX_STEPS: usize = 100_000;
+
 impl NoiseSchedule {
     pub fn from_config(config: &ScheduleConfig) -> Result<Self> {
         if config.steps == 0 {
             return Err(Error::InvalidSchedule(
                 "T = 0: a schedule needs at least one diffusion step".into(),
             ));
+        }
+        if config.steps > MAX_STEPS {
+            return Err(Error::InvalidSchedule(format!(
+                "T = {} is too large (at most {MAX_STEPS})",
+                config.steps
+            )));
         }
         let mut betas = config.raw_betas()?;
         for (i, &b) in betas.iter().enumerate() {

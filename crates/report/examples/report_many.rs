@@ -4,8 +4,10 @@
 //!
 //! `cargo run --release -p ddlab-report --example report_many`
 
-use ddlab_runner::config::RunConfig;
-use ddlab_runner::new_run;
+use ddlab_config::RunConfig;
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 use ddlab_store::{MetricRow, NewSample, RunStatus, Store, sqlite_url};
 use std::time::Instant;
 
@@ -45,10 +47,9 @@ async fn main() {
                     steps: 3000,
                     ..RunConfig::default()
                 };
-                let plan = cfg.resolve().unwrap();
                 let name = format!("schedule={schedule},T={t},seed={seed}");
                 let run = store
-                    .ensure_run(&new_run(Some(sweep.id), &name, &plan, &cfg.config_hash()))
+                    .ensure_run(&support::new_run(sweep.id, &name, &cfg))
                     .await
                     .unwrap();
                 store

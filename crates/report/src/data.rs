@@ -2,7 +2,7 @@
 //! curves (downsampled in SQL), evals and latest sample grids.
 
 use anyhow::{Context, Result};
-use ddlab_runner::config::RunConfig;
+use ddlab_config::RunConfig;
 use ddlab_store::{RunRow, Store, SweepRow};
 use serde_json::Value;
 use std::collections::BTreeMap;

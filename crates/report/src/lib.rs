@@ -35,13 +35,16 @@ pub async fn build(store: &Store, sweep: &str, dir: &Path) -> Result<Report> {
     write(&data, dir)
 }
 
+/// A chart's caption and its files.
+type Charts = Vec<(String, ChartFiles)>;
+
+const CHART_SIZE: (u32, u32) = (1000, 600);
+
 /// Writes the report of already-loaded sweep data.
 pub fn write(data: &SweepData, dir: &Path) -> Result<Report> {
     std::fs::create_dir_all(dir.join("samples"))
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let mut charts = Vec::new();
-    let size = (1000, 600);
-
     if data.runs.iter().any(|r| !r.loss.is_empty()) {
         let chart = LossChart {
             title: format!("Training loss — {}", data.sweep.name),
@@ -49,9 +52,35 @@ pub fn write(data: &SweepData, dir: &Path) -> Result<Report> {
         };
         charts.push((
             "Training loss (mean over seeds, band: min–max)".to_string(),
-            render(&chart, dir, "loss", size)?,
+            render(&chart, dir, "loss", CHART_SIZE)?,
         ));
     }
+    metric_charts(data, dir, &mut charts)?;
+    guidance_charts(data, dir, &mut charts)?;
+    let schedules = schedule_curves(data)?;
+    if !schedules.is_empty() {
+        let chart = ScheduleChart { schedules };
+        charts.push((
+            "The noise schedules: ᾱ_t and log SNR".to_string(),
+            render(&chart, dir, "schedules", (1200, 500))?,
+        ));
+    }
+    let samples = write_samples(data, dir)?;
+    let index = dir.join("index.html");
+    std::fs::write(&index, page::html(data, &charts, &samples, dir))?;
+    let summary = dir.join("summary.md");
+    std::fs::write(&summary, page::markdown(data, &charts, dir))?;
+    Ok(Report {
+        dir: dir.to_path_buf(),
+        index,
+        summary,
+        charts,
+        runs: data.runs.len(),
+    })
+}
+
+/// NLL and final loss: against T when T varies, else per group.
+fn metric_charts(data: &SweepData, dir: &Path, charts: &mut Charts) -> Result<()> {
     for (metric, title, file) in [
         ("nll_bpd", "NLL (bits/dim, held-out)", "nll"),
         ("final_loss", "Final training loss", "final_loss"),
@@ -76,7 +105,7 @@ pub fn write(data: &SweepData, dir: &Path) -> Result<Report> {
             };
             charts.push((
                 format!("{title} against T, one line per group"),
-                render(&chart, dir, &format!("{file}_vs_T"), size)?,
+                render(&chart, dir, &format!("{file}_vs_T"), CHART_SIZE)?,
             ));
         } else {
             let chart = GroupChart {
@@ -86,12 +115,16 @@ pub fn write(data: &SweepData, dir: &Path) -> Result<Report> {
             };
             charts.push((
                 format!("{title} per group"),
-                render(&chart, dir, file, size)?,
+                render(&chart, dir, file, CHART_SIZE)?,
             ));
         }
     }
-    // The guidance trade-off: what the judge reads against the scale, one line per guidance
-    // kind (and any other varying key).
+    Ok(())
+}
+
+/// The guidance trade-off: what the judge reads against the scale, one line per guidance kind
+/// (and any other varying key).
+fn guidance_charts(data: &SweepData, dir: &Path, charts: &mut Charts) -> Result<()> {
     for (metric, title, file) in [
         (
             "prompt_accuracy",
@@ -117,29 +150,10 @@ pub fn write(data: &SweepData, dir: &Path) -> Result<Report> {
         };
         charts.push((
             format!("{title} against the guidance scale, one line per guidance kind"),
-            render(&chart, dir, file, size)?,
+            render(&chart, dir, file, CHART_SIZE)?,
         ));
     }
-    let schedules = schedule_curves(data)?;
-    if !schedules.is_empty() {
-        let chart = ScheduleChart { schedules };
-        charts.push((
-            "The noise schedules: ᾱ_t and log SNR".to_string(),
-            render(&chart, dir, "schedules", (1200, 500))?,
-        ));
-    }
-    let samples = write_samples(data, dir)?;
-    let index = dir.join("index.html");
-    std::fs::write(&index, page::html(data, &charts, &samples, dir))?;
-    let summary = dir.join("summary.md");
-    std::fs::write(&summary, page::markdown(data, &charts, dir))?;
-    Ok(Report {
-        dir: dir.to_path_buf(),
-        index,
-        summary,
-        charts,
-        runs: data.runs.len(),
-    })
+    Ok(())
 }
 
 fn log_axis(xs: impl Iterator<Item = f64>) -> bool {

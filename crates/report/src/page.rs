@@ -178,6 +178,14 @@ pub fn markdown(data: &SweepData, charts: &[(String, ChartFiles)], dir: &Path) -
     s
 }
 
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;padding:0 1rem;color:#222}\
+    table{border-collapse:collapse;font-size:.9rem}th,td{border-bottom:1px solid #ddd;padding:.3rem .6rem;text-align:left}\
+    th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}\
+    .failed{color:#b00}img{max-width:100%}figure{margin:1.5rem 0}\
+    .grids{display:flex;flex-wrap:wrap;gap:1rem}.grids figure{margin:0;width:220px}\
+    .grids img{width:220px;image-rendering:pixelated}figcaption{font-size:.8rem;color:#555}";
+
+/// The report's index.html: runs table, charts, latest sample grids, the spec.
 pub fn html(
     data: &SweepData,
     charts: &[(String, ChartFiles)],
@@ -190,14 +198,8 @@ pub fn html(
         s,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>ddlab — {name}</title><style>\
-         body{{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;padding:0 1rem;color:#222}}\
-         table{{border-collapse:collapse;font-size:.9rem}}th,td{{border-bottom:1px solid #ddd;padding:.3rem .6rem;text-align:left}}\
-         th{{background:#f4f4f4}}td.num{{text-align:right;font-variant-numeric:tabular-nums}}\
-         .failed{{color:#b00}}img{{max-width:100%}}figure{{margin:1.5rem 0}}\
-         .grids{{display:flex;flex-wrap:wrap;gap:1rem}}.grids figure{{margin:0;width:220px}}\
-         .grids img{{width:220px;image-rendering:pixelated}}figcaption{{font-size:.8rem;color:#555}}\
-         </style></head><body>\n<h1>Sweep <code>{name}</code></h1>\n",
+         <title>ddlab — {name}</title><style>{STYLE}</style></head><body>\n\
+         <h1>Sweep <code>{name}</code></h1>\n",
         name = e(&data.sweep.name)
     );
     if !data.sweep.description.is_empty() {
@@ -214,6 +216,29 @@ pub fn html(
             e(&data.varying.join(", "))
         }
     );
+    runs_table_html(&mut s, data);
+    for (title, f) in charts {
+        let _ = writeln!(
+            s,
+            "<figure><img src=\"{}\" alt=\"{t}\"><figcaption>{t} (<a href=\"{}\">SVG</a>)</figcaption></figure>",
+            e(&rel(dir, &f.png)),
+            e(&rel(dir, &f.svg)),
+            t = e(title)
+        );
+    }
+    samples_html(&mut s, data, samples);
+    let _ = writeln!(
+        s,
+        "<p><small>Written by ddlab from the sweep's records; the spec:</small></p><pre>{}</pre>",
+        e(&data.sweep.spec_toml)
+    );
+    let _ = writeln!(s, "</body></html>");
+    s
+}
+
+/// The runs table, failed runs marked, then why each failed.
+fn runs_table_html(s: &mut String, data: &SweepData) {
+    let e = html_escape;
     let (head, rows) = table_rows(data);
     let _ = write!(s, "<table><thead><tr>");
     for h in &head {
@@ -221,20 +246,12 @@ pub fn html(
     }
     let _ = writeln!(s, "</tr></thead><tbody>");
     for (row, run) in rows.iter().zip(&data.runs) {
-        let class = if run.row.status == "failed" {
-            " class=\"failed\""
-        } else {
-            ""
-        };
-        let _ = write!(s, "<tr{class}>");
+        let failed = run.row.status == "failed";
+        let _ = write!(s, "<tr{}>", if failed { " class=\"failed\"" } else { "" });
         for (i, c) in row.iter().enumerate() {
             let numeric = i == 0 || i + 3 >= row.len();
-            let _ = write!(
-                s,
-                "<td{}>{}</td>",
-                if numeric { " class=\"num\"" } else { "" },
-                e(c)
-            );
+            let class = if numeric { " class=\"num\"" } else { "" };
+            let _ = write!(s, "<td{class}>{}</td>", e(c));
         }
         let _ = writeln!(s, "</tr>");
     }
@@ -247,61 +264,49 @@ pub fn html(
             e(r.row.error.as_deref().unwrap_or(""))
         );
     }
-    for (title, f) in charts {
-        let _ = writeln!(
-            s,
-            "<figure><img src=\"{}\" alt=\"{t}\"><figcaption>{t} (<a href=\"{}\">SVG</a>)</figcaption></figure>",
-            e(&rel(dir, &f.png)),
-            e(&rel(dir, &f.svg)),
-            t = e(title)
-        );
+}
+
+/// How a run's latest grid was drawn: sampler, steps, training step, prompt and guidance.
+fn sample_caption(run: &RunData) -> String {
+    let Some(x) = run.samples.last() else {
+        return String::new();
+    };
+    let mut t = format!(
+        "{} {} steps, training step {}",
+        x.sampler, x.sample_steps, x.step
+    );
+    if let Some(p) = &x.prompt {
+        t.push_str(&format!(", prompt “{p}”"));
     }
-    if !samples.is_empty() {
-        let _ = writeln!(
-            s,
-            "<h2>Samples (latest grid of each run)</h2><div class=\"grids\">"
-        );
-        for (id, path) in samples {
-            let run = data.runs.iter().find(|r| r.row.id == *id);
-            let (name, info) = match run {
-                Some(r) => {
-                    let last = r.samples.last();
-                    let what = last
-                        .map(|x| {
-                            let mut t = format!(
-                                "{} {} steps, training step {}",
-                                x.sampler, x.sample_steps, x.step
-                            );
-                            if let Some(p) = &x.prompt {
-                                t.push_str(&format!(", prompt “{p}”"));
-                            }
-                            if let (Some(g), Some(sc)) = (&x.guidance, x.guidance_scale) {
-                                t.push_str(&format!(", {g} guidance ×{sc}"));
-                            }
-                            t
-                        })
-                        .unwrap_or_default();
-                    (r.row.name.clone(), what)
-                }
-                None => (String::new(), String::new()),
-            };
-            let _ = writeln!(
-                s,
-                "<figure><img src=\"{}\" alt=\"samples of run {id}\"><figcaption>#{id} {}<br>{}</figcaption></figure>",
-                e(path),
-                e(&name),
-                e(&info)
-            );
-        }
-        let _ = writeln!(s, "</div>");
+    if let (Some(g), Some(sc)) = (&x.guidance, x.guidance_scale) {
+        t.push_str(&format!(", {g} guidance ×{sc}"));
     }
+    t
+}
+
+/// The latest sample grid of each run, captioned.
+fn samples_html(s: &mut String, data: &SweepData, samples: &[(i64, String)]) {
+    if samples.is_empty() {
+        return;
+    }
+    let e = html_escape;
     let _ = writeln!(
         s,
-        "<p><small>Written by ddlab from the sweep's records; the spec:</small></p><pre>{}</pre>",
-        e(&data.sweep.spec_toml)
+        "<h2>Samples (latest grid of each run)</h2><div class=\"grids\">"
     );
-    let _ = writeln!(s, "</body></html>");
-    s
+    for (id, path) in samples {
+        let run = data.runs.iter().find(|r| r.row.id == *id);
+        let name = run.map(|r| r.row.name.clone()).unwrap_or_default();
+        let info = run.map(sample_caption).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "<figure><img src=\"{}\" alt=\"samples of run {id}\"><figcaption>#{id} {}<br>{}</figcaption></figure>",
+            e(path),
+            e(&name),
+            e(&info)
+        );
+    }
+    let _ = writeln!(s, "</div>");
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! Reports from a real store: every file written and readable, seeds pooled, failed runs
 //! shown, hostile strings escaped.
 
-use ddlab_runner::config::RunConfig;
-use ddlab_runner::new_run;
+use ddlab_config::RunConfig;
+
+mod support;
 use ddlab_store::{MetricRow, NewSample, RunStatus, Store, sqlite_url};
 
 fn png() -> Vec<u8> {
@@ -33,10 +34,9 @@ async fn populate(store: &Store, seeds: u64, hostile: &str) {
                     steps: 200,
                     ..RunConfig::default()
                 };
-                let plan = cfg.resolve().unwrap();
                 let name = format!("schedule={schedule},T={t},seed={seed} {hostile}");
                 let run = store
-                    .ensure_run(&new_run(Some(sweep.id), &name, &plan, &cfg.config_hash()))
+                    .ensure_run(&support::new_run(sweep.id, &name, &cfg))
                     .await
                     .unwrap();
                 store

@@ -6,6 +6,8 @@ use ddlab_core::Device;
 use std::fmt;
 use std::str::FromStr;
 
+use crate::error::RunnerError;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceRequest {
     /// Every CUDA GPU when there is one, else the CPU (saying so).
@@ -16,25 +18,29 @@ pub enum DeviceRequest {
 }
 
 impl FromStr for DeviceRequest {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = RunnerError;
+    fn from_str(s: &str) -> Result<Self, RunnerError> {
         match s.trim() {
             "auto" => Ok(Self::Auto),
             "cpu" => Ok(Self::Cpu),
             "cuda" | "gpu" => Ok(Self::Cuda(None)),
             other => {
                 let list = other.strip_prefix("cuda:").ok_or_else(|| {
-                    format!("unknown device `{other}` (expected auto, cpu, cuda or cuda:0,1,…)")
+                    RunnerError::Device(format!(
+                        "unknown device `{other}` (expected auto, cpu, cuda or cuda:0,1,…)"
+                    ))
                 })?;
                 let ids = list
                     .split(',')
                     .map(|p| p.trim().parse::<usize>())
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|_| {
-                        format!("bad GPU list `{list}` in `{other}` (expected e.g. cuda:0,1)")
+                        RunnerError::Device(format!(
+                            "bad GPU list `{list}` in `{other}` (expected e.g. cuda:0,1)"
+                        ))
                     })?;
                 if ids.is_empty() {
-                    return Err(format!("no GPU listed in `{other}`"));
+                    return Err(RunnerError::Device(format!("no GPU listed in `{other}`")));
                 }
                 Ok(Self::Cuda(Some(ids)))
             }
@@ -154,4 +160,24 @@ pub fn device_label(d: &Device) -> String {
         },
         _ => format!("{:?}", d.location()),
     }
+}
+
+/// The CPU threads runs may use: `RAYON_NUM_THREADS` when set (the CLI sets it from
+/// `--threads`), else every core.
+pub fn cpu_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1)
+}
+
+/// The first device of a `--device` flag (commands that run one thing at a time).
+pub fn one_device(flag: &str) -> Result<Device> {
+    let set = flag.parse::<DeviceRequest>()?.resolve()?;
+    Ok(set.devices[0].clone())
 }

@@ -6,39 +6,21 @@
 //! how sweeps measure prompt accuracy over all classes at once.
 
 use anyhow::{Context, Result, bail};
+use ddlab_config::Guidance;
 use ddlab_core::Device;
 use ddlab_core::Tensor;
-use ddlab_core::checkpoint::Checkpoint;
 use ddlab_core::clip::{Clip, ClipGuide, load_clip};
 use ddlab_core::data::DatasetKind;
-use ddlab_core::judge::{load_judge, prompt_accuracy};
+use ddlab_core::judge::{Judge, load_judge, prompt_accuracy};
 use ddlab_core::schedule::NoiseSchedule;
 use ddlab_core::text::{Constraint, class_prompts, dataset_tokenizer, parse_prompt};
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Which guidance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// A noised CLIP's gradient added to the mean (GLIDE).
-    Clip,
-    /// Classifier-free: ε(∅) + w (ε(c) − ε(∅)).
-    Cfg,
-}
-
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Clip => "clip",
-            Kind::Cfg => "cfg",
-        }
-    }
-}
+use crate::files::read_checkpoint;
 
 pub struct Request<'a> {
     pub prompt: Option<&'a str>,
-    pub kind: Option<Kind>,
+    pub kind: Guidance,
     pub clip: Option<&'a Path>,
     pub scale: f64,
     pub dataset: DatasetKind,
@@ -50,7 +32,7 @@ pub struct Request<'a> {
 
 /// A checked request, ready for sampling.
 pub struct Prepared {
-    pub kind: Option<Kind>,
+    pub kind: Guidance,
     pub scale: f64,
     /// The prompt of each sample row (empty without a prompt).
     pub prompts: Vec<String>,
@@ -59,12 +41,6 @@ pub struct Prepared {
     pub clip: Option<Clip>,
     clip_text: Option<Tensor>,
     pub warnings: Vec<String>,
-}
-
-/// Reads a checkpoint file with a sentence naming it on failure.
-pub fn read_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Checkpoint::from_bytes(&bytes, device).with_context(|| path.display().to_string())
 }
 
 pub fn prepare(req: &Request, device: &Device) -> Result<Prepared> {
@@ -76,11 +52,11 @@ pub fn prepare(req: &Request, device: &Device) -> Result<Prepared> {
     }
     let prompt = req.prompt;
     match (req.kind, prompt) {
-        (Some(k), None) => bail!(
+        (k, None) if k.is_guided() => bail!(
             "--guidance {} needs a prompt (--prompt \"…\", or \"*\" for every class)",
             k.name()
         ),
-        (None, Some(_)) => bail!("a prompt needs --guidance clip or --guidance cfg"),
+        (Guidance::None, Some(_)) => bail!("a prompt needs --guidance clip or --guidance cfg"),
         _ => {}
     }
     let mut warnings = vec![];
@@ -109,7 +85,7 @@ pub fn prepare(req: &Request, device: &Device) -> Result<Prepared> {
             (vec![p.to_string(); req.n], vec![c; req.n])
         }
     };
-    let (clip, clip_text) = if req.kind == Some(Kind::Clip) {
+    let (clip, clip_text) = if req.kind == Guidance::Clip {
         let path = req.clip.ok_or_else(|| {
             anyhow::anyhow!("--guidance clip needs --clip FILE (train one with `ddlab train-clip`)")
         })?;
@@ -151,6 +127,19 @@ pub fn prepare(req: &Request, device: &Device) -> Result<Prepared> {
 }
 
 impl Prepared {
+    /// `n` unguided samples: no prompt, no CLIP.
+    pub fn unguided(n: usize) -> Self {
+        Self {
+            kind: Guidance::None,
+            scale: 0.0,
+            prompts: vec![String::new(); n],
+            constraints: vec![None; n],
+            clip: None,
+            clip_text: None,
+            warnings: vec![],
+        }
+    }
+
     /// The CLIP guide for a sampler on `schedule` (None unless CLIP guidance was asked for).
     pub fn clip_guide<'a>(&'a self, schedule: &'a NoiseSchedule) -> Result<Option<ClipGuide<'a>>> {
         Ok(match (&self.clip, &self.clip_text) {
@@ -177,27 +166,30 @@ impl Prepared {
     }
 }
 
-/// The share of `images` the judge at `path` reads as their prompts, and the judge's own
-/// held-out accuracy.
-pub fn judge_prompt_accuracy(
+/// The judge at `path`, checked to read images like the model's, and its own held-out
+/// accuracy. Loaded before sampling, so a bad file is reported before the work.
+pub fn load_checked_judge(
     path: &Path,
-    images: &Tensor,
-    prepared: &Prepared,
     dataset: DatasetKind,
     channels: usize,
     size: usize,
     device: &Device,
-) -> Result<(f64, f64)> {
+) -> Result<(Judge, f64)> {
     let (judge, own) = load_judge(&read_checkpoint(path, device)?, device)
         .with_context(|| path.display().to_string())?;
     judge
         .config
         .check_compatible(dataset, channels, size)
         .with_context(|| path.display().to_string())?;
+    Ok((judge, own))
+}
+
+/// The share of `images` the judge reads as their prompts.
+pub fn prompt_share(judge: &Judge, images: &Tensor, prepared: &Prepared) -> Result<f64> {
     let wanted: Vec<Constraint> = prepared
         .constraints
         .iter()
         .map(|c| c.ok_or_else(|| anyhow::anyhow!("the prompt names nothing the judge can check")))
         .collect::<Result<_>>()?;
-    Ok((prompt_accuracy(&judge, images, &wanted)?, own))
+    Ok(prompt_accuracy(judge, images, &wanted)?)
 }

@@ -4,29 +4,34 @@
 //! Invariants: no SQL here (the store crate speaks it), no terminal drawing (callers pass an
 //! [`execute::Observer`]); files written are checkpoints and sample PNGs under a run directory.
 
-pub mod config;
 pub mod device;
+pub mod error;
+pub mod events;
 pub mod execute;
+pub mod files;
 pub mod guidance;
-pub mod guidance_models;
+pub mod helper_models;
 pub mod recorder;
+pub mod sampling;
 pub mod slurm;
-pub mod spec;
 pub mod sweep;
 
-use crate::config::RunConfig;
+pub use error::RunnerError;
+
 use crate::execute::Donor;
 use anyhow::Result;
+use ddlab_config::{ResolvedRun, RunConfig};
 use ddlab_core::Device;
 use ddlab_core::data::{DataSplit, DatasetConfig};
 use ddlab_store::{NewRun, RunRow, WorkerInfo};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use config::ResolvedRun;
-use execute::{Observer, Outcome, RunContext, RunFiles};
+use events::Observer;
+use execute::{Outcome, RunContext};
+use files::RunFiles;
 use recorder::{Recorder, SyncStore};
 
 /// Loaded datasets shared by the runs of one process.
@@ -45,6 +50,26 @@ impl DataCache {
         self.inner.lock().unwrap().insert(key, split.clone());
         Ok(split)
     }
+}
+
+/// Checks that a dataset's images are what the run's model takes (size, channels, count),
+/// before anything is recorded: a 28×7 IDX file is one sentence, not an error inside a layer.
+pub fn check_images(plan: &ResolvedRun, data: &DataSplit) -> Result<()> {
+    let (size, channels) = (plan.image_size, plan.model.in_channels);
+    for (part, images) in [("training", &data.train), ("held-out", &data.heldout)] {
+        let (h, w, c) = (images.height, images.width, images.channels);
+        if (h, w, c) != (size, size, channels) {
+            anyhow::bail!(
+                "the {part} images of {} are {h}×{w} with {c} channel(s), but the model takes \
+                 {size}×{size} images with {channels} channel(s)",
+                images.name
+            );
+        }
+        if images.is_empty() {
+            anyhow::bail!("the {part} split of {} has no images", images.name);
+        }
+    }
+    Ok(())
 }
 
 /// This process as a worker: host, `host:pid`, and the Slurm job/array task if under Slurm.
@@ -74,24 +99,6 @@ pub fn new_run(sweep_id: Option<i64>, name: &str, plan: &ResolvedRun, config_has
         seed: c.seed as i64,
         steps_total: c.steps as i64,
     }
-}
-
-/// Directory of a run: `<root>/<sweep or "train">/<run id>-<name>`.
-pub fn run_dir(root: &Path, sweep: Option<&str>, run: &RunRow) -> PathBuf {
-    let safe: String = run
-        .name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "=-_.,".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(80)
-        .collect();
-    root.join(sweep.unwrap_or("train"))
-        .join(format!("{:05}-{safe}", run.id))
 }
 
 /// A completed run of the same sweep whose trained weights this run can start from: the same
@@ -125,6 +132,12 @@ fn find_donor(store: &SyncStore, run: &RunRow, plan: &ResolvedRun) -> Result<Opt
     Ok(None)
 }
 
+/// The checkpoint the store recorded for `run`, when there is one.
+fn recorded_checkpoint(run: &RunRow) -> Option<PathBuf> {
+    let path = run.checkpoint_path.as_deref().map(PathBuf::from)?;
+    (run.checkpoint_step > 0).then_some(path)
+}
+
 /// Marks the run running, executes it, records how it ended. Returns the outcome.
 #[allow(clippy::too_many_arguments)]
 pub fn run_one(
@@ -142,6 +155,7 @@ pub fn run_one(
     let recorder = Recorder::new(store.clone(), run.id);
     let donor = find_donor(store, run, plan)?;
     let result = data.get(&plan.dataset).and_then(|d| {
+        check_images(plan, &d)?;
         execute::execute(&RunContext {
             plan,
             recorder: &recorder,
@@ -150,6 +164,7 @@ pub fn run_one(
             data: d,
             stop,
             observer,
+            resume_from: recorded_checkpoint(run),
             donor,
         })
     });
@@ -157,7 +172,7 @@ pub fn run_one(
         Ok(o) => o,
         // A failure of the run's own inputs (e.g. a corrupt dataset) fails this run only.
         Err(e) => Outcome::Failed {
-            error: format!("{e:#}"),
+            error: error::one_line(&e),
         },
     };
     let error = match &outcome {

@@ -1,11 +1,15 @@
 //! The store seen from synchronous training code: a blocking facade over the async [`Store`],
-//! and a per-run [`Recorder`] that the executor reports to.
+//! a per-run [`Recorder`], and [`RunRecorder`], the run events' durable consumer with its
+//! [`MetricBuffer`].
 
 use anyhow::Result;
 use ddlab_store::{MetricRow, NewSample, Store};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::events::{EventSink, RunEvent};
 
 /// A [`Store`] with its own runtime, callable from any thread.
 #[derive(Clone)]
@@ -96,8 +100,23 @@ impl Recorder {
             .block(self.store.store().progress(self.run_id, step as i64, None))?)
     }
 
-    pub fn sample(&self, s: NewSample) -> Result<()> {
-        self.store.block(self.store.store().insert_sample(&s))?;
+    /// Whether a grid of this step (guided or not) is already recorded: a run resumed after a
+    /// kill draws each scheduled grid exactly once.
+    pub fn has_sample(&self, step: usize, guided: bool) -> Result<bool> {
+        let samples = self.store.block(self.store.store().samples(self.run_id))?;
+        Ok(samples
+            .iter()
+            .any(|s| s.step == step as i64 && s.guidance.is_some() == guided))
+    }
+
+    /// Whether an evaluation of this name is recorded for the run.
+    pub fn has_eval(&self, name: &str) -> Result<bool> {
+        let evals = self.store.block(self.store.store().evals(self.run_id))?;
+        Ok(evals.iter().any(|e| e.name == name))
+    }
+
+    pub fn sample(&self, s: &NewSample) -> Result<()> {
+        self.store.block(self.store.store().insert_sample(s))?;
         Ok(())
     }
 
@@ -108,5 +127,147 @@ impl Recorder {
             value,
             details_json,
         ))?)
+    }
+}
+
+/// Metric rows waiting to be written, flushed in one transaction every few seconds and before
+/// every checkpoint.
+pub struct MetricBuffer {
+    pending: Vec<MetricRow>,
+    last_flush: Instant,
+    /// Start of the current speed window: (time, step).
+    window: (Instant, usize),
+}
+
+/// How often buffered metrics are written while training.
+const FLUSH_EVERY: Duration = Duration::from_secs(5);
+/// Steps per `steps_per_s` measurement.
+const SPEED_WINDOW: usize = 20;
+
+impl Default for MetricBuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MetricBuffer {
+    pub fn new() -> Self {
+        Self {
+            pending: vec![],
+            last_flush: Instant::now(),
+            window: (Instant::now(), 0),
+        }
+    }
+
+    /// Measures speed from `step` on.
+    fn restart(&mut self, step: usize) {
+        self.window = (Instant::now(), step);
+    }
+
+    fn push(&mut self, run_id: i64, step: usize, name: &str, value: f64) {
+        self.pending.push(MetricRow {
+            run_id,
+            step: step as i64,
+            name: name.to_string(),
+            value: Some(value),
+            wall_time: unix_now(),
+        });
+    }
+
+    /// The speed over the last window, every [`SPEED_WINDOW`] steps.
+    fn measure_speed(&mut self, run_id: i64, done: usize) {
+        if !done.is_multiple_of(SPEED_WINDOW) {
+            return;
+        }
+        let secs = self.window.0.elapsed().as_secs_f64();
+        if secs > 0.0 {
+            let speed = (done - self.window.1) as f64 / secs;
+            self.push(run_id, done, "steps_per_s", speed);
+        }
+        self.window = (Instant::now(), done);
+    }
+
+    fn take(&mut self) -> Vec<MetricRow> {
+        self.last_flush = Instant::now();
+        std::mem::take(&mut self.pending)
+    }
+
+    fn due(&self) -> bool {
+        self.last_flush.elapsed() > FLUSH_EVERY
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Records a run's events in the store: training metrics every `log_every` steps (buffered),
+/// checkpoints, sample grids and evaluations.
+pub struct RunRecorder<'a> {
+    recorder: &'a Recorder,
+    buffer: MetricBuffer,
+    log_every: usize,
+}
+
+impl<'a> RunRecorder<'a> {
+    pub fn new(recorder: &'a Recorder, log_every: usize) -> Self {
+        Self {
+            recorder,
+            buffer: MetricBuffer::new(),
+            log_every,
+        }
+    }
+
+    /// Drops the rows recorded after `step` (they will be recomputed bit for bit).
+    fn started(&mut self, step: usize) -> Result<()> {
+        self.buffer.restart(step);
+        self.recorder.truncate_metrics_after(step)
+    }
+
+    /// Writes every buffered row now.
+    pub fn flush(&mut self) -> Result<()> {
+        self.recorder.metrics(self.buffer.take())
+    }
+
+    fn step(&mut self, stats: &ddlab_core::train::StepStats, total: usize) -> Result<()> {
+        let (run_id, done) = (self.recorder.run_id(), stats.step);
+        if done % self.log_every == 0 || done == total {
+            for (name, value) in [
+                ("loss", stats.loss),
+                ("grad_norm", stats.grad_norm),
+                ("lr", stats.lr),
+            ] {
+                self.buffer.push(run_id, done, name, value);
+            }
+        }
+        self.buffer.measure_speed(run_id, done);
+        // Between checkpoints, buffered rows go out every few seconds with a heartbeat.
+        if self.buffer.due() {
+            self.flush()?;
+            self.recorder.heartbeat(done)?;
+        }
+        Ok(())
+    }
+}
+
+impl EventSink for RunRecorder<'_> {
+    fn handle(&mut self, event: &RunEvent) -> Result<()> {
+        match *event {
+            RunEvent::Started { step } => self.started(step),
+            RunEvent::Step { stats, total } => self.step(stats, total),
+            RunEvent::Checkpointing { .. } | RunEvent::Failed { .. } => self.flush(),
+            RunEvent::Checkpointed { step, path } => self.recorder.checkpointed(step, path),
+            RunEvent::Sample(sample) => self.recorder.sample(sample),
+            RunEvent::Eval {
+                name,
+                value,
+                details,
+            } => self.recorder.eval(name, value, details),
+            RunEvent::Note(_) | RunEvent::Phase { .. } => Ok(()),
+        }
     }
 }

@@ -67,14 +67,23 @@ fn sh(s: &str) -> String {
     }
 }
 
-/// The sbatch script.
-pub fn script(o: &SlurmOptions) -> Result<String> {
-    if o.workers == 0 {
+/// The flags of a Slurm launch that can be checked before anything is recorded.
+pub fn check_flags(workers: Option<usize>, time: Option<&str>) -> Result<()> {
+    if workers == Some(0) {
         bail!("--workers must be at least 1");
     }
-    if let Some(t) = o.time.as_ref().filter(|t| !valid_time(t)) {
-        bail!("--time {t} is not a Slurm time (HH:MM:SS, MM:SS or D-HH:MM:SS)");
+    if let Some(t) = time.filter(|t| !valid_time(t)) {
+        bail!(
+            "--time {} is not a Slurm time (HH:MM:SS, MM:SS or D-HH:MM:SS)",
+            t.escape_debug()
+        );
     }
+    Ok(())
+}
+
+/// The sbatch script.
+pub fn script(o: &SlurmOptions) -> Result<String> {
+    check_flags(Some(o.workers), o.time.as_deref())?;
     if o.sweep.contains(['\n', '\'']) {
         bail!("the sweep name cannot contain newlines or quotes for a Slurm job");
     }

@@ -15,12 +15,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::config::RunConfig;
 use crate::device::device_label;
-use crate::execute::{Observer, Outcome};
+use crate::events::Observer;
+use crate::execute::Outcome;
+use crate::files::run_dir;
 use crate::recorder::SyncStore;
-use crate::spec::SweepSpec;
-use crate::{DataCache, new_run, run_dir, run_one, worker_info};
+use crate::{DataCache, new_run, run_one, worker_info};
+use ddlab_config::{RunConfig, SweepSpec};
+use ddlab_store::WorkerInfo;
 
 /// A run whose heartbeat is older than this is taken to have lost its worker.
 pub const STALE_AFTER: Duration = Duration::from_secs(90);
@@ -31,7 +33,7 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 /// before anything is recorded.
 pub fn preflight(spec: &SweepSpec, data: &DataCache) -> Result<()> {
     for r in &spec.runs {
-        data.get(&r.resolved.dataset)?;
+        crate::check_images(&r.resolved, data.get(&r.resolved.dataset)?.as_ref())?;
     }
     Ok(())
 }
@@ -163,6 +165,47 @@ impl Drop for Heartbeat {
     }
 }
 
+/// Counts of how this process's runs ended, shared by its slots.
+#[derive(Default)]
+struct Tally {
+    completed: AtomicUsize,
+    failed: AtomicUsize,
+    interrupted: AtomicUsize,
+}
+
+impl Tally {
+    fn count(&self, outcome: &Outcome) {
+        let counter = match outcome {
+            Outcome::Completed { .. } => &self.completed,
+            Outcome::Failed { .. } => &self.failed,
+            Outcome::Interrupted { .. } => &self.interrupted,
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn report(self) -> WorkReport {
+        WorkReport {
+            completed: self.completed.into_inner(),
+            failed: self.failed.into_inner(),
+            interrupted: self.interrupted.into_inner(),
+        }
+    }
+}
+
+/// What every slot of this process shares.
+struct Shared<'a> {
+    store: &'a SyncStore,
+    sweep: &'a SweepRow,
+    opts: &'a WorkOptions,
+    data: &'a DataCache,
+    stop: &'a AtomicBool,
+    observers: &'a dyn ObserverFactory,
+    worker: WorkerInfo,
+    /// Names this database's run folders.
+    store_id: String,
+    tally: Tally,
+}
+
 /// Works through the sweep's runs with one thread per slot until none is left (or `stop`).
 pub fn work(
     store: &SyncStore,
@@ -173,91 +216,25 @@ pub fn work(
     observers: &dyn ObserverFactory,
 ) -> Result<WorkReport> {
     reclaim_orphans(store, sweep.id)?;
-    let (completed, failed, interrupted) = (
-        AtomicUsize::new(0),
-        AtomicUsize::new(0),
-        AtomicUsize::new(0),
-    );
-    let worker = worker_info();
+    let shared = Shared {
+        store,
+        sweep,
+        opts,
+        data,
+        stop,
+        observers,
+        worker: worker_info(),
+        store_id: store.block(store.store().store_id())?,
+        tally: Tally::default(),
+    };
     let results: Vec<Result<()>> = std::thread::scope(|scope| {
         let handles: Vec<_> = opts
             .slots
             .iter()
             .enumerate()
             .map(|(slot, device)| {
-                let (data, worker, completed, failed, interrupted) =
-                    (&data, &worker, &completed, &failed, &interrupted);
-                scope.spawn(move || -> Result<()> {
-                    // Each CPU slot gets its own share of the cores.
-                    // The kernels split their work for that share; they run on candle's
-                    // barrier pool when it is free and on this slot's rayon pool when another
-                    // slot holds it (ddlab_core::ops::cpu).
-                    let threads = if device.is_cpu() {
-                        opts.cpu_threads_per_run.max(1)
-                    } else {
-                        1
-                    };
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .thread_name(move |i| format!("ddlab-slot{slot}-{i}"))
-                        .build()?;
-                    let label = device_label(device);
-                    loop {
-                        if stop.load(Ordering::SeqCst) {
-                            return Ok(());
-                        }
-                        let claimed =
-                            store.block(store.store().claim_next_run(sweep.id, &label, worker))?;
-                        let Some(run) = claimed else {
-                            if !opts.wait_for_others || !others_still_working(store, sweep.id)? {
-                                return Ok(());
-                            }
-                            std::thread::sleep(Duration::from_secs(2));
-                            reclaim_orphans(store, sweep.id)?;
-                            continue;
-                        };
-                        let cfg: RunConfig = serde_json::from_str(&run.config_json)
-                            .with_context(|| format!("run {} has an unreadable config", run.id))?;
-                        let outcome = match cfg.resolve() {
-                            Ok(plan) => {
-                                let dir = run_dir(&opts.out_root, Some(&sweep.name), &run);
-                                let observer = observers.create(&run);
-                                let _beat = Heartbeat::start(store.clone(), run.id);
-                                pool.install(|| {
-                                    ddlab_core::ops::cpu::with_threads(threads, || {
-                                        run_one(
-                                            store,
-                                            &run,
-                                            &plan,
-                                            dir,
-                                            device,
-                                            data,
-                                            stop,
-                                            observer.as_ref(),
-                                        )
-                                    })
-                                })?
-                            }
-                            Err(e) => {
-                                let error = format!("invalid configuration: {e}");
-                                store.block(store.store().finish_run(
-                                    run.id,
-                                    RunStatus::Failed,
-                                    Some(&error),
-                                ))?;
-                                Outcome::Failed { error }
-                            }
-                        };
-                        match &outcome {
-                            Outcome::Completed { .. } => completed.fetch_add(1, Ordering::SeqCst),
-                            Outcome::Failed { .. } => failed.fetch_add(1, Ordering::SeqCst),
-                            Outcome::Interrupted { .. } => {
-                                interrupted.fetch_add(1, Ordering::SeqCst)
-                            }
-                        };
-                        observers.finished(&run, &outcome);
-                    }
-                })
+                let shared = &shared;
+                scope.spawn(move || run_slot(shared, slot, device))
             })
             .collect();
         handles
@@ -271,11 +248,80 @@ pub fn work(
     for r in results {
         r?;
     }
-    Ok(WorkReport {
-        completed: completed.into_inner(),
-        failed: failed.into_inner(),
-        interrupted: interrupted.into_inner(),
-    })
+    Ok(shared.tally.report())
+}
+
+/// One slot: claim the next run, execute it, repeat until the sweep has nothing left for it.
+fn run_slot(shared: &Shared, slot: usize, device: &Device) -> Result<()> {
+    let (store, sweep) = (shared.store, shared.sweep);
+    // Each CPU slot gets its own share of the cores. The kernels split their work for that
+    // share; they run on candle's barrier pool when it is free and on this slot's rayon pool
+    // when another slot holds it (ddlab_core::ops::cpu).
+    let threads = if device.is_cpu() {
+        shared.opts.cpu_threads_per_run.max(1)
+    } else {
+        1
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(move |i| format!("ddlab-slot{slot}-{i}"))
+        .build()?;
+    let label = device_label(device);
+    while !shared.stop.load(Ordering::SeqCst) {
+        let claimed = store.block(store.store().claim_next_run(
+            sweep.id,
+            &label,
+            &shared.worker,
+        ))?;
+        let Some(run) = claimed else {
+            if !shared.opts.wait_for_others || !others_still_working(store, sweep.id)? {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            reclaim_orphans(store, sweep.id)?;
+            continue;
+        };
+        let outcome = pool.install(|| {
+            ddlab_core::ops::cpu::with_threads(threads, || execute_claimed(shared, &run, device))
+        })?;
+        shared.tally.count(&outcome);
+        shared.observers.finished(&run, &outcome);
+    }
+    Ok(())
+}
+
+/// Executes a claimed run; a recorded config that no longer resolves fails that run only.
+fn execute_claimed(shared: &Shared, run: &RunRow, device: &Device) -> Result<Outcome> {
+    let store = shared.store;
+    let cfg: RunConfig = serde_json::from_str(&run.config_json)
+        .with_context(|| format!("run {} has an unreadable config", run.id))?;
+    match cfg.resolve() {
+        Ok(plan) => {
+            let root = &shared.opts.out_root;
+            let dir = run_dir(root, &shared.store_id, Some(&shared.sweep.name), run);
+            let observer = shared.observers.create(run);
+            let _beat = Heartbeat::start(store.clone(), run.id);
+            run_one(
+                store,
+                run,
+                &plan,
+                dir,
+                device,
+                shared.data,
+                shared.stop,
+                observer.as_ref(),
+            )
+        }
+        Err(e) => {
+            let error = format!("invalid configuration: {e}");
+            store.block(
+                store
+                    .store()
+                    .finish_run(run.id, RunStatus::Failed, Some(&error)),
+            )?;
+            Ok(Outcome::Failed { error })
+        }
+    }
 }
 
 /// True while some run of the sweep is running elsewhere or waiting.
@@ -292,14 +338,7 @@ fn others_still_working(store: &SyncStore, sweep_id: i64) -> Result<bool> {
 /// Concurrency for `--jobs`: with GPUs, one slot per GPU (times `runs_per_gpu`); on the CPU,
 /// `jobs` slots sharing the cores.
 pub fn plan_slots(devices: &[Device], jobs: usize, runs_per_gpu: usize) -> (Vec<Device>, usize) {
-    let cores = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
+    let cores = crate::device::cpu_threads();
     if devices.iter().all(|d| d.is_cpu()) {
         let jobs = jobs.max(1);
         (vec![Device::Cpu; jobs], (cores / jobs).max(1))

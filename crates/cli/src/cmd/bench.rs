@@ -2,8 +2,8 @@
 
 use anyhow::{Result, bail};
 use clap::Parser;
+use ddlab_config::preset::{MODEL_PRESETS, model_preset};
 use ddlab_core::bench::{BenchConfig, BenchGuidance, BenchReport, run as run_bench};
-use ddlab_runner::config::{MODEL_PRESETS, model_preset};
 use ddlab_runner::device::{DeviceRequest, device_label};
 use std::process::ExitCode;
 

@@ -1,16 +1,17 @@
 //! `ddlab eval`: metrics of a checkpoint on held-out data.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Parser;
-use ddlab_core::checkpoint::Checkpoint;
+use ddlab_config::RunConfig;
+use ddlab_config::limits::{MAX_NLL_IMAGES, MAX_T};
 use ddlab_core::diffusion::Diffusion;
 use ddlab_core::nll::{NllConfig, nll_bpd};
 use ddlab_core::rng::Rng;
 use ddlab_core::sampler::{DdpmVariance, UNetDenoiser};
 use ddlab_core::train::LoadedModel;
-use ddlab_runner::config::RunConfig;
-use ddlab_runner::device::DeviceRequest;
-use ddlab_runner::execute::Observer;
+use ddlab_runner::device::one_device;
+use ddlab_runner::events::Observer;
+use ddlab_runner::files::read_checkpoint;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -52,26 +53,19 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.images == 0 || a.timesteps == 0 {
         bail!("--images and --timesteps must be at least 1");
     }
-    let device = a
-        .device
-        .parse::<DeviceRequest>()
-        .map_err(anyhow::Error::msg)?
-        .resolve()?
-        .devices[0]
-        .clone();
-    let bytes = std::fs::read(&a.checkpoint)
-        .with_context(|| format!("cannot read {}", a.checkpoint.display()))?;
-    let ck = Checkpoint::from_bytes(&bytes, &device)
-        .with_context(|| format!("{}", a.checkpoint.display()))?;
+    if a.images > MAX_NLL_IMAGES || a.timesteps > MAX_T {
+        bail!("--images is at most {MAX_NLL_IMAGES} and --timesteps at most {MAX_T}");
+    }
+    let device = one_device(&a.device)?;
+    let ck = read_checkpoint(&a.checkpoint, &device)?;
     let m = LoadedModel::from_checkpoint(&ck, &device, true)?;
-    let mut cfg: RunConfig = ck
-        .get_json("ddlab.run_config")
-        .context("the checkpoint carries no run config")?;
+    let mut cfg: RunConfig = super::sample::run_config(&ck)?;
     if a.data_dir.is_some() {
         cfg.data_dir = a.data_dir.clone();
     }
-    let plan = cfg.resolve().map_err(anyhow::Error::msg)?;
+    let plan = cfg.resolve()?;
     let data = plan.dataset.load()?;
+    ddlab_runner::check_images(&plan, &data)?;
     let held = data.heldout.head(a.images, &device)?;
     let diffusion = Diffusion::new(m.schedule.clone(), &device);
     let denoiser = UNetDenoiser {

@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 use clap::Parser;
-use ddlab_runner::config::{MODEL_PRESETS, RunConfig};
+use ddlab_config::RunConfig;
+use ddlab_config::preset::MODEL_PRESETS;
 use std::process::ExitCode;
 
 /// List every key a run config, `--set` or a sweep spec accepts, with its default.

@@ -2,7 +2,7 @@
 
 pub mod bench;
 pub mod eval;
-pub mod helpers;
+pub mod helper_models;
 pub mod keys;
 pub mod report;
 pub mod runs;

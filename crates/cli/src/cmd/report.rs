@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use clap::Parser;
+use ddlab_config::names::{MAX_SWEEP_NAME, path_component, terminal_safe};
 use ddlab_runner::recorder::SyncStore;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,7 +29,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let r = write_report(&store, &a.sweep, &dir)?;
     println!(
         "report of `{}` ({} runs): {}",
-        a.sweep,
+        terminal_safe(&a.sweep),
         r.runs,
         r.index.display()
     );
@@ -41,17 +42,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
 
 /// `reports/<sweep>`, with the name made safe as a folder name.
 pub fn default_dir(sweep: &str) -> PathBuf {
-    let safe: String = sweep
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    Path::new("reports").join(safe)
+    Path::new("reports").join(path_component(sweep, MAX_SWEEP_NAME))
 }
 
 pub fn write_report(store: &SyncStore, sweep: &str, dir: &Path) -> Result<ddlab_report::Report> {

@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use clap::Parser;
+use ddlab_config::names::terminal_safe;
 use ddlab_runner::recorder::SyncStore;
 use std::process::ExitCode;
 
@@ -86,10 +87,14 @@ pub fn print_table(store: &SyncStore, sweep: Option<&str>) -> Result<()> {
         println!(
             "no runs{}",
             sweep
-                .map(|s| format!(" in sweep `{s}`"))
+                .map(|s| format!(" in sweep `{}`", terminal_safe(s)))
                 .unwrap_or_default()
         );
         return Ok(());
+    }
+    // Names and errors come from specs and other users' runs: never raw to the terminal.
+    for cell in table.iter_mut().flatten() {
+        *cell = terminal_safe(cell);
     }
     let widths: Vec<usize> = (0..header.len())
         .map(|c| {
@@ -122,7 +127,7 @@ pub fn print_table(store: &SyncStore, sweep: Option<&str>) -> Result<()> {
         println!(
             "run {} failed: {}",
             r.run_id,
-            r.error.as_deref().unwrap_or("")
+            terminal_safe(r.error.as_deref().unwrap_or(""))
         );
     }
     Ok(())

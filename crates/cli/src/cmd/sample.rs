@@ -2,20 +2,28 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use ddlab_config::names::terminal_safe;
+use ddlab_config::{Guidance, RunConfig};
 use ddlab_core::checkpoint::Checkpoint;
 use ddlab_core::diffusion::Diffusion;
 use ddlab_core::grid::{default_columns, encode_png, make_grid};
 use ddlab_core::rng::Rng;
 use ddlab_core::sampler::{
-    CfgDenoiser, DdpmVariance, Denoiser, SamplerConfig, TimestepSpacing, UNetDenoiser, sample,
+    DdpmVariance, SamplerConfig, SamplerKind, SamplerOptions, TimestepSpacing,
 };
 use ddlab_core::train::LoadedModel;
-use ddlab_runner::config::SamplerKind;
-use ddlab_runner::device::DeviceRequest;
-use ddlab_runner::execute::{Observer, write_atomic};
+use ddlab_runner::device::one_device;
+use ddlab_runner::events::Observer;
+use ddlab_runner::files::{read_checkpoint, write_atomic};
 use ddlab_runner::guidance;
+use ddlab_runner::sampling::{Draw, Network, draw_images};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Most images one `ddlab sample` draws (they are held in memory at once).
+const MAX_IMAGES: usize = 10_000;
+/// Largest pixel repeat factor of the grid.
+const MAX_ZOOM: usize = 32;
 
 use crate::progress::RunProgress;
 
@@ -26,8 +34,8 @@ pub struct Args {
     #[arg(long)]
     checkpoint: PathBuf,
     /// ddpm (ancestral) or ddim.
-    #[arg(long, value_enum, default_value = "ddim")]
-    sampler: SamplerArg,
+    #[arg(long, default_value = "ddim")]
+    sampler: SamplerKind,
     /// Sampling steps S ≤ T (default: T for DDPM, min(T, 50) for DDIM).
     #[arg(long)]
     steps: Option<usize>,
@@ -43,7 +51,7 @@ pub struct Args {
     /// Do not clip the x_0 prediction to [-1, 1].
     #[arg(long)]
     no_clip: bool,
-    /// Number of images.
+    /// Number of images (at most 10,000).
     #[arg(long, short, default_value_t = 36)]
     n: usize,
     /// Seed of the starting noise.
@@ -55,15 +63,15 @@ pub struct Args {
     /// Output PNG.
     #[arg(long, short, default_value = "samples.png")]
     out: PathBuf,
-    /// Pixel repeat factor for small images (default: enough for 64-pixel cells).
+    /// Pixel repeat factor for small images, 1 to 32 (default: enough for 64-pixel cells).
     #[arg(long)]
     zoom: Option<usize>,
     /// Text prompt for guided sampling ("a handwritten three").
     #[arg(long)]
     prompt: Option<String>,
     /// none, clip (a noised CLIP's gradient, GLIDE) or cfg (classifier-free).
-    #[arg(long, value_enum, default_value = "none")]
-    guidance: GuidanceArg,
+    #[arg(long, default_value = "none")]
+    guidance: Guidance,
     /// The CLIP checkpoint for --guidance clip (from `ddlab train-clip`).
     #[arg(long)]
     clip: Option<PathBuf>,
@@ -78,67 +86,26 @@ pub struct Args {
     device: String,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
-enum GuidanceArg {
-    None,
-    Clip,
-    Cfg,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum SamplerArg {
-    Ddpm,
-    Ddim,
-}
-
 pub fn run(a: Args) -> Result<ExitCode> {
-    let request: DeviceRequest = a.device.parse().map_err(anyhow::Error::msg)?;
-    let device = request.resolve()?.devices[0].clone();
-    let bytes = std::fs::read(&a.checkpoint)
-        .with_context(|| format!("cannot read {}", a.checkpoint.display()))?;
-    let ck = Checkpoint::from_bytes(&bytes, &device)
-        .with_context(|| format!("{}", a.checkpoint.display()))?;
+    let device = one_device(&a.device)?;
+    let ck = read_checkpoint(&a.checkpoint, &device)?;
     let m = LoadedModel::from_checkpoint(&ck, &device, !a.no_ema)?;
-    if a.n == 0 {
-        anyhow::bail!("--n must be at least 1");
+    if a.n == 0 || a.n > MAX_IMAGES {
+        anyhow::bail!("-n {} must be between 1 and {MAX_IMAGES}", a.n);
     }
-    let t = m.schedule.len();
-    let kind = match a.sampler {
-        SamplerArg::Ddpm => SamplerKind::Ddpm,
-        SamplerArg::Ddim => SamplerKind::Ddim,
-    };
-    let steps = a.steps.unwrap_or(match kind {
-        SamplerKind::Ddpm => t,
-        SamplerKind::Ddim => t.min(50),
-    });
-    let spacing: TimestepSpacing = a.spacing.parse()?;
-    let cfg = match kind {
-        SamplerKind::Ddpm => SamplerConfig::Ddpm {
-            steps,
-            spacing,
-            variance: a.variance.parse::<DdpmVariance>()?,
-            clip_x0: !a.no_clip,
-        },
-        SamplerKind::Ddim => SamplerConfig::Ddim {
-            steps,
-            spacing,
-            eta: a.eta,
-            clip_x0: !a.no_clip,
-        },
-    };
+    if a.zoom.is_some_and(|z| !(1..=MAX_ZOOM).contains(&z)) {
+        anyhow::bail!("--zoom must be between 1 and {MAX_ZOOM}");
+    }
+    let sampler = SamplerConfig::with_defaults(&sampler_options(&a)?, m.schedule.len());
     let diffusion = Diffusion::new(m.schedule.clone(), &device);
-    let sampler = cfg.build(&m.schedule)?;
+    sampler.build(&m.schedule)?;
     let run_cfg = run_config(&ck)?;
-    let size = run_cfg.resolve().map_err(anyhow::Error::msg)?.image_size;
+    let size = run_cfg.resolve()?.image_size;
     let channels = m.model.config.in_channels;
     let guided = guidance::prepare(
         &guidance::Request {
             prompt: a.prompt.as_deref(),
-            kind: match a.guidance {
-                GuidanceArg::None => None,
-                GuidanceArg::Clip => Some(guidance::Kind::Clip),
-                GuidanceArg::Cfg => Some(guidance::Kind::Cfg),
-            },
+            kind: a.guidance,
             clip: a.clip.as_deref(),
             scale: a.scale,
             dataset: run_cfg.dataset,
@@ -149,50 +116,41 @@ pub fn run(a: Args) -> Result<ExitCode> {
         &device,
     )?;
     for w in &guided.warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", terminal_safe(w));
     }
-    // Inference only: a copy whose weights record no autograd graph.
-    let model = m.model.detached();
-    let prompts: Vec<&str> = guided.prompts.iter().map(String::as_str).collect();
-    let cfg_denoiser;
-    let plain;
-    let denoiser: &dyn Denoiser = if guided.kind == Some(guidance::Kind::Cfg) {
-        cfg_denoiser = CfgDenoiser::new(&model, &diffusion, m.train.objective, &prompts, a.scale)
-            .context("--guidance cfg")?;
-        &cfg_denoiser
-    } else {
-        plain = UNetDenoiser {
-            model: &model,
-            diffusion: &diffusion,
-            objective: m.train.objective,
-            // A caption-conditioned network reads ∅ (unguided, or CLIP-guided) without one.
-            cond: None,
-        };
-        &plain
-    };
-    let guide = guided.clip_guide(&diffusion.schedule)?;
-    let progress = RunProgress::new("sample");
-    let mut rng = Rng::new(a.seed, ddlab_core::rng::streams::SAMPLING);
-    let images = sample(
-        sampler.as_ref(),
-        denoiser,
-        guide.as_ref().map(|g| g as &dyn ddlab_core::sampler::Guide),
-        &diffusion,
-        (a.n, channels, size, size),
-        &mut rng,
-        &mut |k, total| progress.phase(cfg.name(), k, total),
-    )?;
-    progress.finish();
-    if let Some(jpath) = &a.judge {
-        let (acc, judge_acc) = guidance::judge_prompt_accuracy(
-            jpath,
-            &images,
-            &guided,
+    let judge = match &a.judge {
+        Some(path) => Some(guidance::load_checked_judge(
+            path,
             run_cfg.dataset,
             channels,
             size,
             &device,
-        )?;
+        )?),
+        None => None,
+    };
+    if judge.is_some() && guided.constraints.iter().any(Option::is_none) {
+        anyhow::bail!("--judge needs a prompt the judge can check (e.g. \"*\" with --guidance)");
+    }
+    // Inference only: a copy whose weights record no autograd graph.
+    let model = m.model.detached();
+    let net = Network {
+        model: &model,
+        diffusion: &diffusion,
+        objective: m.train.objective,
+    };
+    let draw = Draw {
+        sampler: &sampler,
+        guidance: &guided,
+        shape: (a.n, channels, size, size),
+    };
+    let progress = RunProgress::new("sample");
+    let mut rng = Rng::new(a.seed, ddlab_core::rng::streams::SAMPLING);
+    let images = draw_images(&net, &draw, &mut rng, &mut |k, total| {
+        progress.phase(sampler.name(), k, total)
+    })?;
+    progress.finish();
+    if let Some((judge, judge_acc)) = &judge {
+        let acc = guidance::prompt_share(judge, &images, &guided)?;
         println!(
             "the judge reads {:.1}% of the samples as the prompt (the judge's own held-out accuracy: {:.1}%)",
             acc * 100.0,
@@ -209,15 +167,27 @@ pub fn run(a: Args) -> Result<ExitCode> {
         "wrote {} ({} images, {} {} steps, checkpoint step {})",
         a.out.display(),
         a.n,
-        cfg.name(),
-        steps,
+        sampler.name(),
+        sampler.steps(),
         m.step
     );
     Ok(ExitCode::SUCCESS)
 }
 
+/// The sampler flags as the options a run's keys also give.
+fn sampler_options(a: &Args) -> Result<SamplerOptions> {
+    Ok(SamplerOptions {
+        kind: a.sampler,
+        steps: a.steps,
+        spacing: a.spacing.parse::<TimestepSpacing>()?,
+        eta: a.eta,
+        variance: a.variance.parse::<DdpmVariance>()?,
+        clip_x0: !a.no_clip,
+    })
+}
+
 /// The run config a checkpoint was trained with.
-pub fn run_config(ck: &Checkpoint) -> Result<ddlab_runner::config::RunConfig> {
+pub fn run_config(ck: &Checkpoint) -> Result<RunConfig> {
     ck.get_json("ddlab.run_config").context(
         "the checkpoint carries no run config (was it written by `ddlab train` or a sweep?)",
     )

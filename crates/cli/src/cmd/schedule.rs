@@ -13,7 +13,7 @@ pub struct Args {
     /// linear | cosine | sigmoid | geodiff-sigmoid | quadratic | scaled-linear
     #[arg(long)]
     kind: ScheduleKind,
-    /// Number of diffusion steps T.
+    /// Number of diffusion steps T (at most 100,000).
     #[arg(long, short = 'T', alias = "T")]
     steps: usize,
     #[arg(long, value_enum, default_value = "csv")]

@@ -3,11 +3,13 @@
 
 use anyhow::{Result, bail};
 use clap::Parser;
+use ddlab_config::limits::{DEFAULT_MAX_RUNS, HARD_MAX_RUNS};
+use ddlab_config::load_sweep_bounded;
+use ddlab_config::names::shown;
 use ddlab_runner::DataCache;
 use ddlab_runner::device::DeviceRequest;
 use ddlab_runner::recorder::SyncStore;
 use ddlab_runner::slurm::{self, SlurmOptions, check_db_for_cluster};
-use ddlab_runner::spec::load_sweep_with;
 use ddlab_runner::sweep::{WorkOptions, plan_slots, preflight, register, work};
 use ddlab_store::RunStatus;
 use std::path::PathBuf;
@@ -36,6 +38,44 @@ pub struct Args {
     /// Replace (or add) a [grid] axis: --grid 'T=[100, 1000]'.
     #[arg(long = "grid", value_name = "KEY=[VALUES]")]
     grid: Vec<String>,
+    #[command(flatten)]
+    slots: SlotArgs,
+    /// Run failed runs again.
+    #[arg(long)]
+    retry_failed: bool,
+    /// Where run folders (checkpoints, sample PNGs) go, one folder per database inside.
+    #[arg(
+        long = "runs-dir",
+        alias = "out",
+        default_value = "runs",
+        value_name = "DIR"
+    )]
+    out: PathBuf,
+    /// Do not write the report at the end.
+    #[arg(long)]
+    no_report: bool,
+    /// Check the spec and list its runs without running anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// Refuse a spec whose grid makes more runs than this (guards against a typo that
+    /// registers a million runs).
+    #[arg(long, default_value_t = DEFAULT_MAX_RUNS, value_name = "N")]
+    max_runs: usize,
+    /// Register a grid larger than --max-runs all the same (up to 1,000,000 runs).
+    #[arg(long)]
+    yes: bool,
+    /// Register the runs in the store and exit; workers (`ddlab work`) run them.
+    #[arg(long)]
+    register_only: bool,
+    #[command(flatten)]
+    slurm: SlurmArgs,
+    #[command(flatten)]
+    db: DbArg,
+}
+
+/// Where and how many runs at once (`ddlab sweep` and `ddlab work`).
+#[derive(clap::Args, Debug)]
+pub struct SlotArgs {
     /// Runs at once (on GPUs: one slot per GPU, times --runs-per-gpu).
     #[arg(long, short, default_value_t = 1)]
     jobs: usize,
@@ -45,25 +85,6 @@ pub struct Args {
     /// Small runs that share one GPU.
     #[arg(long, default_value_t = 1)]
     runs_per_gpu: usize,
-    /// Run failed runs again.
-    #[arg(long)]
-    retry_failed: bool,
-    /// Where run directories (checkpoints, sample PNGs) go.
-    #[arg(long, default_value = "runs")]
-    out: PathBuf,
-    /// Do not write the report at the end.
-    #[arg(long)]
-    no_report: bool,
-    /// Check the spec and list its runs without running anything.
-    #[arg(long)]
-    dry_run: bool,
-    /// Register the runs in the store and exit; workers (`ddlab work`) run them.
-    #[arg(long)]
-    register_only: bool,
-    #[command(flatten)]
-    slurm: SlurmArgs,
-    #[command(flatten)]
-    db: DbArg,
 }
 
 /// Flags of `ddlab sweep --slurm` (see README, "Many machines").
@@ -95,27 +116,29 @@ pub struct SlurmArgs {
     /// Allow a SQLite database: every task runs on this machine (no network file system).
     #[arg(long, requires = "slurm")]
     single_node: bool,
-    /// Checkpoints and run directories, on storage every node can read (default: --out).
+    /// Checkpoints and run directories, on storage every node can read (default: --runs-dir).
     #[arg(long, requires = "slurm")]
     checkpoint_dir: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let spec = load_sweep_with(&a.spec, &a.set, &a.grid)?;
+    let max_runs = if a.yes { HARD_MAX_RUNS } else { a.max_runs };
+    let spec = load_sweep_bounded(&a.spec, &a.set, &a.grid, max_runs)?;
     if a.dry_run {
         println!("sweep `{}`: {} runs", spec.name, spec.runs.len());
         for r in &spec.runs {
-            println!("  {}  {}", r.config_hash, r.name);
+            println!("  {}  {}", r.config_hash, shown(&r.name));
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if a.jobs == 0 {
+    if a.slots.jobs == 0 {
         bail!("--jobs must be at least 1");
     }
     if a.slurm.slurm {
         check_db_for_cluster(&a.db.db, a.slurm.single_node)?;
+        slurm::check_flags(a.slurm.workers, a.slurm.time.as_deref())?;
     }
-    let request: DeviceRequest = a.device.parse().map_err(anyhow::Error::msg)?;
+    let request: DeviceRequest = a.slots.device.parse()?;
     // The Slurm workers pick their own devices on their nodes.
     let devices = if a.slurm.slurm {
         DeviceRequest::Cpu.resolve()?
@@ -158,7 +181,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if let Some(note) = &devices.note {
         eprintln!("note: {note}");
     }
-    let (slots, per_run) = plan_slots(&devices.devices, a.jobs, a.runs_per_gpu);
+    let (slots, per_run) = plan_slots(&devices.devices, a.slots.jobs, a.slots.runs_per_gpu);
     let opts = WorkOptions {
         slots,
         cpu_threads_per_run: per_run,
@@ -169,7 +192,18 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let progress = SweepProgress::new(runs.len(), done + count(RunStatus::Failed));
     let report = work(&store, &sweep, &opts, &data, &stop, &progress)?;
     progress.finish();
-    super::runs::print_table(&store, Some(&sweep.name))?;
+    finish_sweep(&a, &store, &sweep, report.interrupted > 0, &stop)
+}
+
+/// After the work: the table, where the results are, the report, and the exit code.
+fn finish_sweep(
+    a: &Args,
+    store: &SyncStore,
+    sweep: &ddlab_store::SweepRow,
+    interrupted: bool,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<ExitCode> {
+    super::runs::print_table(store, Some(&sweep.name))?;
     let failed = store
         .block(store.store().runs(Some(sweep.id)))?
         .iter()
@@ -185,12 +219,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     if !a.no_report {
         let dir = super::report::default_dir(&sweep.name);
-        match super::report::write_report(&store, &sweep.name, &dir) {
+        match super::report::write_report(store, &sweep.name, &dir) {
             Ok(r) => println!("report:   {}", r.index.display()),
             Err(e) => eprintln!("warning: the report could not be written: {e:#}"),
         }
     }
-    if stop.load(std::sync::atomic::Ordering::SeqCst) || report.interrupted > 0 {
+    if stop.load(std::sync::atomic::Ordering::SeqCst) || interrupted {
         println!("stopped; run the same command again to resume");
         return Ok(ExitCode::from(130));
     }
@@ -302,26 +336,27 @@ pub struct WorkArgs {
     /// The sweep's name.
     #[arg(long)]
     sweep: String,
-    #[arg(long, short, default_value_t = 1)]
-    jobs: usize,
-    #[arg(long, default_value = "auto")]
-    device: String,
-    #[arg(long, default_value_t = 1)]
-    runs_per_gpu: usize,
+    #[command(flatten)]
+    slots: SlotArgs,
     /// Where run directories go; shared storage when workers are on several machines.
-    #[arg(long, alias = "out", default_value = "runs")]
+    #[arg(
+        long,
+        alias = "out",
+        visible_alias = "runs-dir",
+        default_value = "runs"
+    )]
     checkpoint_dir: PathBuf,
     #[command(flatten)]
     db: DbArg,
 }
 
 pub fn work_cmd(a: WorkArgs) -> Result<ExitCode> {
-    let request: DeviceRequest = a.device.parse().map_err(anyhow::Error::msg)?;
+    let request: DeviceRequest = a.slots.device.parse()?;
     let devices = request.resolve()?;
     let store = SyncStore::connect(&a.db.db, false)?;
     let sweep = store.block(store.store().sweep(&a.sweep))?;
     let runs = store.block(store.store().runs(Some(sweep.id)))?;
-    let (slots, per_run) = plan_slots(&devices.devices, a.jobs.max(1), a.runs_per_gpu);
+    let (slots, per_run) = plan_slots(&devices.devices, a.slots.jobs.max(1), a.slots.runs_per_gpu);
     let opts = WorkOptions {
         slots,
         cpu_threads_per_run: per_run,

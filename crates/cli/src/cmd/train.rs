@@ -2,11 +2,15 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use ddlab_config::names::terminal_safe;
+use ddlab_config::{ResolvedRun, RunConfig};
 use ddlab_runner::device::DeviceRequest;
 use ddlab_runner::execute::Outcome;
+use ddlab_runner::files::run_dir;
 use ddlab_runner::recorder::SyncStore;
-use ddlab_runner::{DataCache, new_run, run_dir, run_one, spec};
-use std::path::PathBuf;
+use ddlab_runner::{DataCache, check_images, new_run, run_one};
+use ddlab_store::RunRow;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::{DbArg, stop_flag};
@@ -16,7 +20,7 @@ use crate::progress::RunProgress;
 ///
 /// Keys come from an optional TOML file of `key = value` lines and from `--set key=value`
 /// (which wins); `ddlab keys` lists them all with their defaults. The run writes its
-/// checkpoint and sample grids under `--out` and its losses, samples and NLL into the store.
+/// checkpoint and sample grids under `--runs-dir` and its losses, samples and NLL into the store.
 /// Ctrl-C checkpoints and stops; running the same command again does not resume (use a sweep
 /// for resumable runs) — pass `--resume RUN_ID` to continue a stopped run.
 #[derive(Parser, Debug)]
@@ -36,8 +40,13 @@ pub struct Args {
     /// Continue the stopped or interrupted run with this id from its checkpoint.
     #[arg(long, value_name = "RUN_ID")]
     resume: Option<i64>,
-    /// Where run directories go.
-    #[arg(long, default_value = "runs")]
+    /// Where run folders go, one folder per database inside.
+    #[arg(
+        long = "runs-dir",
+        alias = "out",
+        default_value = "runs",
+        value_name = "DIR"
+    )]
     out: PathBuf,
     /// auto | cpu | cuda | cuda:N
     #[arg(long, default_value = "auto")]
@@ -47,8 +56,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let plan = spec::load_run_config(args.config.as_deref(), &args.set)?;
-    let request: DeviceRequest = args.device.parse().map_err(anyhow::Error::msg)?;
+    let plan = ddlab_config::load_run_config(args.config.as_deref(), &args.set)?;
+    if let Some(name) = &args.name {
+        ddlab_config::names::check_run_name(name)?;
+    }
+    if args.resume.is_some() && (args.config.is_some() || !args.set.is_empty()) {
+        anyhow::bail!("--resume continues a run with its recorded config; drop --config and --set");
+    }
+    let request: DeviceRequest = args.device.parse()?;
     let devices = request.resolve()?;
     if let Some(note) = &devices.note {
         eprintln!("note: {note}");
@@ -56,71 +71,68 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let device = devices.devices[0].clone();
     let data = DataCache::default();
     if args.resume.is_none() {
-        // A missing or corrupt dataset is reported before anything is recorded.
-        data.get(&plan.dataset)?;
+        // A missing or corrupt dataset, or images the model cannot take, are reported before
+        // anything is recorded.
+        check_images(&plan, data.get(&plan.dataset)?.as_ref())?;
     }
     let store = SyncStore::connect(&args.db.db, true)?;
-    let run = match args.resume {
-        Some(id) => {
-            let r = store.block(store.store().run(id))?;
-            let cfg: ddlab_runner::config::RunConfig = serde_json::from_str(&r.config_json)
-                .context("the stored run config is unreadable")?;
-            if args.config.is_some() || !args.set.is_empty() {
-                anyhow::bail!(
-                    "--resume continues run {id} with its recorded config; drop --config and --set"
-                );
-            }
-            let _ = cfg;
-            r
-        }
-        None => {
-            let c = &plan.config;
-            let name = args
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("{}-{}-T{}", c.dataset, c.schedule, c.t));
-            store.block(store.store().ensure_run(&new_run(
-                None,
-                &name,
-                &plan,
-                &plan.config.config_hash(),
-            )))?
-        }
+    let (run, plan) = match args.resume {
+        Some(id) => recorded_run(&store, id)?,
+        None => (register(&store, &args, &plan)?, plan),
     };
-    let plan = match args.resume {
-        Some(_) => {
-            let cfg: ddlab_runner::config::RunConfig = serde_json::from_str(&run.config_json)?;
-            cfg.resolve().map_err(anyhow::Error::msg)?
-        }
-        None => plan,
-    };
-    let dir = run_dir(&args.out, None, &run);
+    let store_id = store.block(store.store().store_id())?;
+    let dir = run_dir(&args.out, &store_id, None, &run);
     eprintln!(
         "run {} `{}` on {} → {}",
         run.id,
-        run.name,
+        terminal_safe(&run.name),
         ddlab_runner::device::device_label(&device),
         dir.display()
     );
     let stop = stop_flag()?;
-    let progress = RunProgress::new(&run.name);
+    let progress = RunProgress::new(&terminal_safe(&run.name));
     let outcome = run_one(
         &store,
         &run,
         &plan,
         dir.clone(),
         &device,
-        &DataCache::default(),
+        &data,
         &stop,
         &progress,
     )?;
     progress.finish();
+    Ok(print_outcome(&store, &run, &dir, outcome))
+}
+
+/// A run to continue, with its recorded configuration.
+fn recorded_run(store: &SyncStore, id: i64) -> Result<(RunRow, ResolvedRun)> {
+    let run = store.block(store.store().run(id))?;
+    let cfg: RunConfig =
+        serde_json::from_str(&run.config_json).context("the stored run config is unreadable")?;
+    let plan = cfg.resolve()?;
+    Ok((run, plan))
+}
+
+/// Records a new run (or finds the identical one) under `--name` or a name from its keys.
+fn register(store: &SyncStore, args: &Args, plan: &ResolvedRun) -> Result<RunRow> {
+    let c = &plan.config;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}-T{}", c.dataset, c.schedule, c.t));
+    let record = new_run(None, &name, plan, &plan.config.config_hash());
+    Ok(store.block(store.store().ensure_run(&record))?)
+}
+
+fn print_outcome(store: &SyncStore, run: &RunRow, dir: &Path, outcome: Outcome) -> ExitCode {
+    let name = terminal_safe(&run.name);
     match outcome {
         Outcome::Completed {
             final_loss,
             nll_bpd,
         } => {
-            println!("completed run {} `{}`", run.id, run.name);
+            println!("completed run {} `{name}`", run.id);
             if let Some(l) = final_loss {
                 println!("  final loss   {l:.5}");
             }
@@ -133,18 +145,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 dir.join("checkpoint.safetensors").display()
             );
             println!("  database     {}", store.store().display_url());
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
         Outcome::Interrupted { step } => {
             println!(
                 "interrupted run {} at step {step}; continue with: ddlab train --resume {}",
                 run.id, run.id
             );
-            Ok(ExitCode::from(130))
+            ExitCode::from(130)
         }
         Outcome::Failed { error } => {
-            eprintln!("error: run {} failed: {error}", run.id);
-            Ok(ExitCode::FAILURE)
+            eprintln!("error: run {} failed: {}", run.id, terminal_safe(&error));
+            ExitCode::FAILURE
         }
     }
 }

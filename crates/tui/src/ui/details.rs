@@ -126,11 +126,32 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
         frame.render_widget(Paragraph::new("no run selected".dark_gray()), inner);
         return;
     };
-    let snap = app.snapshot.as_ref();
-    let sweep = snap.and_then(|s| s.sweeps.iter().find(|w| Some(w.id) == run.sweep_id));
+    let mut lines = header_lines(run);
+    lines.push(Line::default());
+    lines.extend(eval_section(app, run));
+    let config = config_section(app, run);
+
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    // A wide, low panel (the compact layout's tab) puts the config beside the rest, so that
+    // neither is cut off; a narrow, tall one lists it below.
+    if inner.width >= SIDE_BY_SIDE_MIN {
+        let [left, right] = Layout::horizontal([Constraint::Percentage(55), Constraint::Fill(1)])
+            .spacing(1)
+            .areas(inner);
+        frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), left);
+        frame.render_widget(Paragraph::new(config).wrap(Wrap { trim: false }), right);
+    } else {
+        lines.push(Line::default());
+        lines.extend(config);
+        frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+    }
+}
+
+/// Who the run is, where and when it ran, and its error.
+fn header_lines(run: &RunInfo) -> Vec<Line<'_>> {
     let dim = Style::new().fg(Color::DarkGray);
     let bold = Style::new().add_modifier(Modifier::BOLD);
-
     let mut lines: Vec<Line> = vec![Line::styled(format!("#{} {}", run.id, run.name), bold)];
     let mut status = vec![
         Span::styled(format::status_text(run), format::status_style(run)),
@@ -148,17 +169,7 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
         run.seed
     ))]));
     if let Some(device) = &run.device {
-        let mut s = device.clone();
-        if let Some(h) = &run.host {
-            s.push_str(&format!(" on {h}"));
-        }
-        if let Some(w) = &run.worker {
-            s.push_str(&format!(" ({w})"));
-        }
-        if let Some(job) = run.slurm() {
-            s.push_str(&format!(" · Slurm {job}"));
-        }
-        lines.push(Line::raw(s));
+        lines.push(Line::raw(where_it_ran(run, device)));
     }
     let mut times = Vec::new();
     if let Some(t) = &run.started_at {
@@ -179,23 +190,53 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
             Span::styled(e.as_str(), Style::new().fg(Color::Red)),
         ]));
     }
+    lines
+}
 
-    lines.push(Line::default());
-    let detail = snap
+/// Device, host, worker and Slurm task.
+fn where_it_ran(run: &RunInfo, device: &str) -> String {
+    let mut s = device.to_string();
+    if let Some(h) = &run.host {
+        s.push_str(&format!(" on {h}"));
+    }
+    if let Some(w) = &run.worker {
+        s.push_str(&format!(" ({w})"));
+    }
+    if let Some(job) = run.slurm() {
+        s.push_str(&format!(" · Slurm {job}"));
+    }
+    s
+}
+
+/// The run's evals, or why there are none to show.
+fn eval_section(app: &App, run: &RunInfo) -> Vec<Line<'static>> {
+    let dim = Style::new().fg(Color::DarkGray);
+    let detail = app
+        .snapshot
+        .as_ref()
         .and_then(|s| s.detail.as_ref())
         .filter(|d| d.run_id == run.id);
     match detail.map(|d| eval_lines(&d.evals)) {
-        None => lines.push(Line::styled("evals: loading…", dim)),
-        Some(evals) if evals.is_empty() => lines.push(Line::styled("evals: none yet", dim)),
+        None => vec![Line::styled("evals: loading…", dim)],
+        Some(evals) if evals.is_empty() => vec![Line::styled("evals: none yet", dim)],
         Some(evals) => {
-            lines.push(Line::styled("Evals", bold));
+            let bold = Style::new().add_modifier(Modifier::BOLD);
+            let mut lines = vec![Line::styled("Evals", bold)];
             let w = evals.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
             for (k, v) in evals {
                 lines.push(Line::raw(format!("  {k:<w$}  {v}")));
             }
+            lines
         }
     }
+}
 
+/// The run's configuration, the keys its sweep varies and sets marked.
+fn config_section(app: &App, run: &RunInfo) -> Vec<Line<'static>> {
+    let dim = Style::new().fg(Color::DarkGray);
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let snap = app.snapshot.as_ref();
+    let sweep = snap.and_then(|s| s.sweeps.iter().find(|w| Some(w.id) == run.sweep_id));
     let mut config = vec![Line::from(vec![
         Span::styled("Config ", bold),
         Span::styled("★ varies · • set in [base]", dim),
@@ -219,22 +260,7 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
             Span::styled(e.value, style),
         ]));
     }
-
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-    // A wide, low panel (the compact layout's tab) puts the config beside the rest, so that
-    // neither is cut off; a narrow, tall one lists it below.
-    if inner.width >= SIDE_BY_SIDE_MIN {
-        let [left, right] = Layout::horizontal([Constraint::Percentage(55), Constraint::Fill(1)])
-            .spacing(1)
-            .areas(inner);
-        frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), left);
-        frame.render_widget(Paragraph::new(config).wrap(Wrap { trim: false }), right);
-    } else {
-        lines.push(Line::default());
-        lines.extend(config);
-        frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
-    }
+    config
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! The runs table, grouped by sweep. Drawn by hand rather than with ratatui's `Table` because
 //! a sweep's heading spans the whole width, which table cells cannot.
 
-use crate::app::{App, TableLine};
+use crate::app::{App, GroupHeading, TableLine};
 use crate::snapshot::RunInfo;
 use crate::ui::format;
 use ddlab_store::RunStatus;
 use ratatui::Frame;
+use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
@@ -112,48 +113,15 @@ fn columns(width: u16, slurm: bool) -> (Vec<Col>, bool) {
 }
 
 pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
-    let title = Line::from(vec![
-        " Runs ".bold(),
-        Span::raw(format!("{} shown", app.visible_runs)),
-        Span::raw(format!(" · sort: {} ", app.sort.label())),
-    ]);
-    let mut block = Block::bordered().title(title);
-    let rows = area.height.saturating_sub(3) as usize;
-    let below = app.lines.len().saturating_sub(app.table_offset + rows);
-    if app.table_offset > 0 || below > 0 {
-        block = block.title_bottom(
-            Line::from(format!(
-                " {}{} more ",
-                if app.table_offset > 0 { "↑ " } else { "" },
-                if below > 0 {
-                    format!("↓ {below}")
-                } else {
-                    String::new()
-                }
-            ))
-            .right_aligned(),
-        );
-    }
+    let block = table_block(app, area);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     if inner.height == 0 {
         return;
     }
-
     let runs = app.runs();
     if app.lines.is_empty() {
-        let msg = match &app.snapshot {
-            None => Line::from("loading…".dark_gray()),
-            Some(_) if runs.is_empty() => Line::from(vec![
-                "No runs in the store yet. ".into(),
-                "Start some with `ddlab sweep` or `ddlab train`; they appear here live."
-                    .dark_gray(),
-            ]),
-            Some(_) => Line::from(vec![
-                format!("No run matches the filter `{}` ", app.filter_text).into(),
-                format!("({} runs hidden). Press / to change it.", runs.len()).dark_gray(),
-            ]),
-        };
+        let msg = empty_message(app, runs.len());
         frame.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), inner);
         return;
     }
@@ -177,65 +145,119 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
     }
 
     let body_rows = inner.height.saturating_sub(1) as usize;
-    for (row, line) in app
-        .lines
-        .iter()
-        .skip(app.table_offset)
-        .take(body_rows)
-        .enumerate()
-    {
+    let shown = app.lines.iter().skip(app.table_offset).take(body_rows);
+    for (row, line) in shown.enumerate() {
         let y = inner.y + 1 + row as u16;
         match line {
             TableLine::Group(g) => {
-                let mut spans = vec![Span::styled(
-                    format!("▾ {}", g.name),
-                    Style::new().add_modifier(Modifier::BOLD),
-                )];
-                let total: usize = g.counts.iter().map(|(_, n)| n).sum();
-                spans.push(format!("  {total} run{}", plural(total)).into());
-                for (status, n) in &g.counts {
-                    spans.push(" · ".dark_gray());
-                    spans.push(Span::styled(
-                        format!("{n} {status}"),
-                        Style::new().fg(format::status_color(*status, false)),
-                    ));
-                }
-                if g.stalled > 0 {
-                    spans.push(" · ".dark_gray());
-                    spans.push(Span::styled(
-                        format!("{} stalled", g.stalled),
-                        Style::new().fg(format::status_color(RunStatus::Running, true)),
-                    ));
-                }
-                if !g.description.is_empty() {
-                    spans.push(format!("  {}", g.description).dark_gray());
-                }
-                buf.set_line(inner.x, y, &Line::from(spans), inner.width);
+                buf.set_line(inner.x, y, &group_line(g), inner.width);
             }
             TableLine::Run(i) => {
-                let run = &runs[*i];
-                let selected = app.selected == Some(run.id);
-                if selected {
-                    buf.set_style(
-                        Rect::new(inner.x, y, inner.width, 1),
-                        Style::new().bg(SELECTED_BG),
-                    );
-                }
-                for (c, r) in cols.iter().zip(rects.iter()) {
-                    put(buf, *r, y, cell(app, run, *c, r.width), c.right_aligned());
-                }
-                if selected {
-                    // After the cells, so it applies to every one of them: bold, and the dim
-                    // grey of pending runs and empty values lifted off the grey background.
-                    for x in inner.x..inner.x + inner.width {
-                        let c = &mut buf[(x, y)];
-                        if c.fg == SELECTED_BG {
-                            c.set_fg(Color::Gray);
-                        }
-                        c.modifier.insert(Modifier::BOLD);
-                    }
-                }
+                let row = Rect::new(inner.x, y, inner.width, 1);
+                draw_run(buf, app, &runs[*i], (&cols, &rects), row);
             }
+        }
+    }
+}
+
+/// The bordered block: how many runs are shown and how, and how many lie above and below.
+fn table_block(app: &App, area: Rect) -> Block<'static> {
+    let title = Line::from(vec![
+        " Runs ".bold(),
+        Span::raw(format!("{} shown", app.visible_runs)),
+        Span::raw(format!(" · sort: {} ", app.sort.label())),
+    ]);
+    let block = Block::bordered().title(title);
+    let rows = area.height.saturating_sub(3) as usize;
+    let below = app.lines.len().saturating_sub(app.table_offset + rows);
+    if app.table_offset == 0 && below == 0 {
+        return block;
+    }
+    let more = format!(
+        " {}{} more ",
+        if app.table_offset > 0 { "↑ " } else { "" },
+        if below > 0 {
+            format!("↓ {below}")
+        } else {
+            String::new()
+        }
+    );
+    block.title_bottom(Line::from(more).right_aligned())
+}
+
+/// What the table says when it has no line to show.
+fn empty_message(app: &App, runs: usize) -> Line<'static> {
+    match &app.snapshot {
+        None => Line::from("loading…".dark_gray()),
+        Some(_) if runs == 0 => Line::from(vec![
+            "No runs in the store yet. ".into(),
+            "Start some with `ddlab sweep` or `ddlab train`; they appear here live.".dark_gray(),
+        ]),
+        Some(_) => Line::from(vec![
+            format!("No run matches the filter `{}` ", app.filter_text).into(),
+            format!("({runs} runs hidden). Press / to change it.").dark_gray(),
+        ]),
+    }
+}
+
+/// A sweep's heading: its name, run counts by status, stalled runs, description.
+fn group_line(g: &GroupHeading) -> Line<'static> {
+    let mut spans = vec![Span::styled(
+        format!("▾ {}", g.name),
+        Style::new().add_modifier(Modifier::BOLD),
+    )];
+    let total: usize = g.counts.iter().map(|(_, n)| n).sum();
+    spans.push(format!("  {total} run{}", plural(total)).into());
+    for (status, n) in &g.counts {
+        spans.push(" · ".dark_gray());
+        spans.push(Span::styled(
+            format!("{n} {status}"),
+            Style::new().fg(format::status_color(*status, false)),
+        ));
+    }
+    if g.stalled > 0 {
+        spans.push(" · ".dark_gray());
+        spans.push(Span::styled(
+            format!("{} stalled", g.stalled),
+            Style::new().fg(format::status_color(RunStatus::Running, true)),
+        ));
+    }
+    if !g.description.is_empty() {
+        spans.push(format!("  {}", g.description).dark_gray());
+    }
+    Line::from(spans)
+}
+
+/// One run's row; the selected one on a grey background, bold.
+fn draw_run(
+    buf: &mut Buffer,
+    app: &App,
+    run: &RunInfo,
+    (cols, rects): (&[Col], &[Rect]),
+    row: Rect,
+) {
+    let selected = app.selected == Some(run.id);
+    if selected {
+        buf.set_style(row, Style::new().bg(SELECTED_BG));
+    }
+    for (c, r) in cols.iter().zip(rects.iter()) {
+        put(
+            buf,
+            *r,
+            row.y,
+            cell(app, run, *c, r.width),
+            c.right_aligned(),
+        );
+    }
+    if selected {
+        // After the cells, so it applies to every one of them: bold, and the dim grey of
+        // pending runs and empty values lifted off the grey background.
+        for x in row.x..row.x + row.width {
+            let c = &mut buf[(x, row.y)];
+            if c.fg == SELECTED_BG {
+                c.set_fg(Color::Gray);
+            }
+            c.modifier.insert(Modifier::BOLD);
         }
     }
 }

@@ -10,8 +10,9 @@ use ddlab_store::{NewRun, RunStatus};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::execute::{Observer, write_atomic};
-use crate::recorder::{Recorder, SyncStore};
+use crate::events::Observer;
+use crate::files::write_atomic;
+use crate::recorder::{Recorder, SyncStore, unix_now};
 use crate::worker_info;
 
 /// What kind of helper model.
@@ -47,13 +48,6 @@ pub struct HelperOutcome {
     pub interrupted: bool,
     /// (name, value) of the final evaluations.
     pub evals: Vec<(String, f64)>,
-}
-
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// Trains a CLIP or a judge on `data`, records it, writes its checkpoint to `out`.
@@ -97,11 +91,20 @@ pub fn train_helper(
         &worker_info(),
     ))?;
     let recorder = Recorder::new(store.clone(), run.id);
+    let job = Job {
+        rec: &recorder,
+        spec,
+        data,
+        out,
+        device,
+        stop,
+        observer,
+        channels: c,
+        size,
+    };
     let result = match spec.kind {
-        HelperKind::Clip => train_clip(&recorder, spec, data, out, device, stop, observer, c, size),
-        HelperKind::Judge => {
-            train_judge(&recorder, spec, data, out, device, stop, observer, c, size)
-        }
+        HelperKind::Clip => train_clip(&job),
+        HelperKind::Judge => train_judge(&job),
     };
     match &result {
         Ok(o) if o.interrupted => store.block(store.store().finish_run(
@@ -122,18 +125,31 @@ pub fn train_helper(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn train_clip(
-    rec: &Recorder,
-    spec: &HelperRun,
-    data: &DataSplit,
-    out: &Path,
-    device: &Device,
-    stop: &AtomicBool,
-    observer: &dyn Observer,
+/// One helper model's training: where it records, what it trains on, where it writes.
+struct Job<'a> {
+    rec: &'a Recorder,
+    spec: &'a HelperRun,
+    data: &'a DataSplit,
+    out: &'a Path,
+    device: &'a Device,
+    stop: &'a AtomicBool,
+    observer: &'a dyn Observer,
     channels: usize,
     size: usize,
-) -> Result<HelperOutcome> {
+}
+
+fn train_clip(job: &Job) -> Result<HelperOutcome> {
+    let Job {
+        rec,
+        spec,
+        data,
+        out,
+        device,
+        stop,
+        observer,
+        channels,
+        size,
+    } = *job;
     let cfg = ClipConfig::for_dataset(spec.dataset.kind, channels, size)?;
     let train = ClipTrainConfig {
         steps: spec.steps,
@@ -157,8 +173,8 @@ fn train_clip(
             break;
         }
         let s = trainer.train_step(&data.train)?;
-        rows.push(rec.metric(s.step, "loss", s.loss, now()));
-        rows.push(rec.metric(s.step, "temperature", s.temperature, now()));
+        rows.push(rec.metric(s.step, "loss", s.loss, unix_now()));
+        rows.push(rec.metric(s.step, "temperature", s.temperature, unix_now()));
         observer.step(s.step, spec.steps, s.loss);
         if s.step % 250 == 0 || s.step == spec.steps {
             let acc = zero_shot_accuracy(
@@ -169,7 +185,12 @@ fn train_clip(
                 spec.seed,
                 device,
             )?;
-            rows.push(rec.metric(s.step, &format!("zero_shot_acc_t{}", probes[2]), acc, now()));
+            rows.push(rec.metric(
+                s.step,
+                &format!("zero_shot_acc_t{}", probes[2]),
+                acc,
+                unix_now(),
+            ));
             rec.metrics(std::mem::take(&mut rows))?;
             rec.heartbeat(s.step)?;
         }
@@ -197,18 +218,18 @@ fn train_clip(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn train_judge(
-    rec: &Recorder,
-    spec: &HelperRun,
-    data: &DataSplit,
-    out: &Path,
-    device: &Device,
-    stop: &AtomicBool,
-    observer: &dyn Observer,
-    channels: usize,
-    size: usize,
-) -> Result<HelperOutcome> {
+fn train_judge(job: &Job) -> Result<HelperOutcome> {
+    let Job {
+        rec,
+        spec,
+        data,
+        out,
+        device,
+        stop,
+        observer,
+        channels,
+        size,
+    } = *job;
     let cfg = JudgeConfig::for_dataset(spec.dataset.kind, channels, size)?;
     let train = JudgeTrainConfig {
         steps: spec.steps,
@@ -226,7 +247,7 @@ fn train_judge(
         }
         let loss = trainer.train_step(&data.train)?;
         let step = trainer.step_count();
-        rows.push(rec.metric(step, "loss", loss, now()));
+        rows.push(rec.metric(step, "loss", loss, unix_now()));
         observer.step(step, spec.steps, loss);
         if step % 250 == 0 {
             rec.metrics(std::mem::take(&mut rows))?;

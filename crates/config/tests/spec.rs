@@ -1,8 +1,9 @@
 //! Sweep specs and run configs: grids expand as written, and every bad input is one sentence
 //! naming the file, the line and the key — before anything runs.
 
-use ddlab_runner::config::RunConfig;
-use ddlab_runner::spec::{load_run_config, load_sweep, load_sweep_with, parse_override};
+use ddlab_config::RunConfig;
+use ddlab_config::overrides::parse_override;
+use ddlab_config::spec::{load_run_config, load_sweep, load_sweep_with};
 use std::path::PathBuf;
 
 fn write(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {

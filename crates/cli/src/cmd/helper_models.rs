@@ -3,8 +3,8 @@
 use anyhow::Result;
 use clap::Parser;
 use ddlab_core::data::{DatasetConfig, DatasetKind};
-use ddlab_runner::device::DeviceRequest;
-use ddlab_runner::guidance_models::{HelperKind, HelperRun, check_text_dataset, train_helper};
+use ddlab_runner::device::one_device;
+use ddlab_runner::helper_models::{HelperKind, HelperRun, check_text_dataset, train_helper};
 use ddlab_runner::recorder::SyncStore;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,13 +42,7 @@ pub struct Args {
 
 fn run(kind: HelperKind, a: Args, default_steps: usize) -> Result<ExitCode> {
     check_text_dataset(a.dataset)?;
-    let device = a
-        .device
-        .parse::<DeviceRequest>()
-        .map_err(anyhow::Error::msg)?
-        .resolve()?
-        .devices[0]
-        .clone();
+    let device = one_device(&a.device)?;
     let dataset = DatasetConfig {
         kind: a.dataset,
         dir: a.data_dir.clone(),
