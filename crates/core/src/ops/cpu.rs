@@ -235,14 +235,18 @@ pub fn par_ranges_n<R: Send>(
     run_pieces(n, parts.min(n).max(1), f)
 }
 
-/// A buffer for an op's output that the op overwrites entirely before anything reads it,
-/// allocated without zeroing: zero-filling every activation and gradient (and the kernel's
-/// zeroing of fresh pages behind it) was about a tenth of a training step.
+/// A buffer of `len` floats for an op's output, allocated without zeroing (zeroing every
+/// activation and gradient, and the fresh pages behind them, is a pass over memory the op
+/// overwrites anyway).
+///
+/// # Safety
+/// The contents are uninitialised. The caller must write every element (through
+/// [`SendPtr::slice_mut`] or the returned vector) before any element is read, and must not
+/// let the vector escape (return it, drop it into a tensor) until then.
 #[allow(clippy::uninit_vec)]
-pub fn output_buffer(len: usize) -> Vec<f32> {
+pub unsafe fn output_buffer(len: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(len);
-    // SAFETY: callers write every element before any is read (each call site says how), and
-    // any bit pattern is a valid f32.
+    // SAFETY: the capacity is `len`; initialising the elements is the caller's contract.
     unsafe { v.set_len(len) };
     v
 }

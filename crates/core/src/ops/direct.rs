@@ -185,8 +185,9 @@ impl PackedKernel {
     ) -> Self {
         let mr = isa.mr();
         let block = mr * c_in * taps;
-        // Every element is written below: block b (all blocks before it full) from b·block.
-        let mut data = super::cpu::output_buffer(c_out * c_in * taps);
+        // SAFETY: every element is written below before `data` is read: block b (all blocks
+        // before it full) covers b·block onwards, and the blocks cover all c_out rows.
+        let mut data = unsafe { super::cpu::output_buffer(c_out * c_in * taps) };
         let out = super::cpu::SendPtr::new(&mut data);
         let pack = |blocks: std::ops::Range<usize>| {
             for b in blocks {

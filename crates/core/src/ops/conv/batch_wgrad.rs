@@ -21,9 +21,10 @@ pub(super) fn batch_gemm_pays(g: &ConvGeom, threads: usize) -> bool {
 pub(super) fn weight_grad_batch_gemm(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (kd, n, img_in, img_out) = (g.kdim(), g.ndim(), g.img_in(), g.img_out());
     let total = g.batch * n;
-    // Both written whole below: every image's block of every row.
-    let mut col = output_buffer(kd * total);
-    let mut dym = output_buffer(g.c_out * total);
+    // SAFETY: both are written whole below before they are read: the pieces cover the batch,
+    // and each writes its images' block of every row.
+    let mut col = unsafe { output_buffer(kd * total) };
+    let mut dym = unsafe { output_buffer(g.c_out * total) };
     let (colp, dymp) = (SendPtr::new(&mut col), SendPtr::new(&mut dym));
     par_ranges(g.batch, |range| {
         with_scratch(kd * n, |tmp| {
@@ -44,7 +45,9 @@ pub(super) fn weight_grad_batch_gemm(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec
         })
     });
     // Split by rows of dw (output channels): each task's rows are one contiguous slice.
-    let mut dw = output_buffer(g.c_out * kd);
+    // SAFETY: the pieces cover all C_out rows, and each GEMM overwrites its rows whole
+    // (accumulate off) before `dw` is read.
+    let mut dw = unsafe { output_buffer(g.c_out * kd) };
     let dwp = SendPtr::new(&mut dw);
     // Element (p, j) of colᵀ is col[j·total + p].
     let colt = MatRef {

@@ -221,9 +221,10 @@ struct Buffers<'s> {
 pub(super) fn backward_direct(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads {
     let (img_in, img_out, n) = (g.img_in(), g.img_out(), g.ndim());
     let plan = DirectBackward::new(g, w);
-    // Every image's dx is written whole by `input_grad`, its db by the row sums below.
-    let mut dx = output_buffer(g.batch * img_in);
-    let mut db = output_buffer(g.batch * g.c_out);
+    // SAFETY: the pieces cover the batch; every image's dx is written whole by `input_grad`
+    // and its db by the row sums below, before either is read.
+    let mut dx = unsafe { output_buffer(g.batch * img_in) };
+    let mut db = unsafe { output_buffer(g.batch * g.c_out) };
     let dxp = SendPtr::new(&mut dx);
     let dbp = SendPtr::new(&mut db);
     let [x_len, dy_len, grid_len, dyt_len] = plan.scratch_lens();

@@ -47,8 +47,9 @@ pub(super) fn forward_direct(
         w: g.wl(),
     };
     let gn = px.grid_tiles();
-    // Every row of every image is written by bias_residual_row below.
-    let mut y = output_buffer(g.batch * img_out);
+    // SAFETY: the pieces cover the batch, and every row of each of their images is written
+    // by bias_residual_row below before `y` is read.
+    let mut y = unsafe { output_buffer(g.batch * img_out) };
     let yp = SendPtr::new(&mut y);
     par_ranges(g.batch, |range| {
         with_scratch(px.buf_len() + g.c_out * gn, |scratch| {
@@ -81,8 +82,9 @@ pub(super) fn forward_gemm(
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
     let (kd, n, img_in, img_out) = (g.kdim(), g.ndim(), g.img_in(), g.img_out());
-    // Every row is first set to bias [+ residual], then the GEMM accumulates into it.
-    let mut y = output_buffer(g.batch * img_out);
+    // SAFETY: the chunks of `over_batch` cover the batch, and every row of each image is
+    // first set to bias [+ residual] below, before the GEMM accumulates into it.
+    let mut y = unsafe { output_buffer(g.batch * img_out) };
     let yp = SendPtr::new(&mut y);
     let wm = w.mat(g);
     let (ho, wo) = (g.h_out(), g.w_out());

@@ -125,8 +125,9 @@ pub(super) fn forward(
     let packed = PackedKernel::new(g.c_out, g.c_in, |o, i, t| w.data[o * w.ld + i * 9 + t]);
     let offs = s.offsets();
     let (xs, gn) = (g.c_in * s.block(), s.grid_tiles());
-    // Every row of every image is written by bias_residual_row below.
-    let mut y = output_buffer(g.batch * img_out);
+    // SAFETY: the pieces cover the batch, and every row of each of their images is written
+    // by bias_residual_row below before `y` is read.
+    let mut y = unsafe { output_buffer(g.batch * img_out) };
     let yp = SendPtr::new(&mut y);
     par_ranges(g.batch, |range| {
         with_scratch(xs + SLACK + g.c_out * gn, |scratch| {
@@ -190,8 +191,10 @@ pub(super) fn backward(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads 
         })
         .collect();
 
-    let mut dx = output_buffer(g.batch * img_in);
-    let mut db = output_buffer(g.batch * g.c_out);
+    // SAFETY: the pieces cover the batch; each image's db is written whole by its row sums,
+    // and its dx pixel by pixel from the phase grids, before either is read.
+    let mut dx = unsafe { output_buffer(g.batch * img_in) };
+    let mut db = unsafe { output_buffer(g.batch * g.c_out) };
     let dxp = SendPtr::new(&mut dx);
     let dbp = SendPtr::new(&mut db);
     // Small images are reduced in groups, so that each weight-gradient tile sums over ≥ ~1k
