@@ -56,8 +56,7 @@ impl Rng {
     ///
     /// On the CPU, element i keeps when word i of a ChaCha8 stream (keyed by one draw from this
     /// one) is at least ⌈p·2³²⌉, so pieces of the mask are drawn in parallel, each from its own
-    /// position of the same stream, and the mask does not depend on the split. Drawn serially it
-    /// was a tenth of an `mnist` training step.
+    /// position of the same stream, and the mask does not depend on the split.
     pub fn dropout_mask(
         &mut self,
         shape: impl Into<Shape>,

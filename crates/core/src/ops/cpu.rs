@@ -87,10 +87,9 @@ impl Drop for RegionGuard {
 /// candle's barrier pool (`CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`, else the core count).
 ///
 /// That pool rather than rayon's, because its workers spin for a while after each region
-/// before they sleep, and the calling thread takes a share itself. A rayon worker sleeps
-/// after ~30 idle yields, and on a virtual machine waking it (and then waking the caller
-/// blocked on the result) cost 0.1-0.6 ms a region, measured: a second thread started its
-/// half of a 7×7 conv 0.6 ms late, so that conv ran no faster on two cores than on one.
+/// before they sleep, and the calling thread takes a share itself: a rayon worker sleeps
+/// after a few idle yields, and waking it (and then the caller blocked on the result) costs
+/// a large part of a small region on a virtual machine (docs/BENCHMARKS.md).
 ///
 /// Inside a piece of a parallel region this is 1 (nested regions run on the calling thread).
 pub fn threads() -> usize {

@@ -7,10 +7,9 @@ use super::im2col::im2col_rows;
 
 /// Whether the weight gradient of this conv is better taken as one GEMM over the whole batch
 /// ([`weight_grad_batch_gemm`]) than image by image on each thread: wide layers on small
-/// images, where a thread's images give each direct-kernel tile too few positions to pay for
-/// its horizontal sums (cifar's 4×4 level: 10–20 GFLOP/s per thread image by image). Measured
-/// on cifar, batch 8, two threads: backward 774–822 → 640–690 ms with the 4×4 and 8×8 levels
-/// here; taking the 16×16 level too (< 2048) made it 720–748 ms.
+/// images, where a thread's images give each direct-kernel tile too few positions (< 1024) to
+/// pay for its horizontal sums. The threshold is measured (docs/BENCHMARKS.md): it takes
+/// cifar's 4×4 and 8×8 levels, not its 16×16 one.
 pub(super) fn batch_gemm_pays(g: &ConvGeom, threads: usize) -> bool {
     let per_thread = g.ndim() * g.batch.div_ceil(threads.max(1));
     g.c_out >= 64 && g.c_in >= 64 && per_thread < 1024

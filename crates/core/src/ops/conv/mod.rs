@@ -1,7 +1,7 @@
 //! 2-D convolution on the CPU as im2col + GEMM, with a hand-written backward.
 //!
-//! candle's CPU conv2d is a direct loop (~12 GFLOP/s) and its input gradient goes through an
-//! equally slow conv_transpose2d. Here each image is unfolded into a (C_in·k·k) × (H_out·W_out)
+//! candle's CPU conv2d is a direct loop and its input gradient goes through an equally slow
+//! conv_transpose2d (docs/BENCHMARKS.md). Here each image is unfolded into a (C_in·k·k) × (H_out·W_out)
 //! column matrix and multiplied by the (C_out × C_in·k·k) weight with the `gemm` crate.
 //!
 //! Fusions that save whole passes over activations (and graph nodes, each of which costs a
@@ -28,10 +28,8 @@
 //! of the U-Net's) whose batch fills the pool go to the direct kernels of [`super::direct`]
 //! instead, forward and backward: they skip the column matrix. With AVX-512 the stride-2
 //! 3×3 convs run on them too, through phase planes (`conv/strided.rs`), and the upsampling
-//! conv's forward and input gradient are taken at the low resolution (`conv/upsampled.rs`). With AVX2 they ran 1.3–1.7×
-//! faster per conv forward and 1.1–1.5× backward than this path; with AVX-512 about 1.4×
-//! the whole training step (examples/conv_micro and examples/bench; `DDLAB_CONV=gemm`
-//! forces this path to compare).
+//! conv's forward and input gradient are taken at the low resolution (`conv/upsampled.rs`).
+//! `DDLAB_CONV=gemm` forces the im2col + GEMM path, to compare the two.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, bail};
 

@@ -6,8 +6,8 @@
 //! `P_{ki mod 2, kj mod 2}[oh + ki/2][ow + kj/2]`: on the phase planes consecutive outputs
 //! read consecutive inputs again, so the stride-1 kernels run unchanged, with 9 offsets into
 //! a channel's four planes, on an output grid of Ho rows of wq positions (one garbage
-//! column). Through im2col + GEMM these small products ran at ~55 GFLOP/s on two cores,
-//! against ~300 for the stride-1 convs.
+//! column). Through im2col + GEMM these small products ran far below the stride-1 convs
+//! (docs/BENCHMARKS.md).
 //!
 //! The weight gradient is the same correlation with dy laid on that grid. The input gradient
 //! goes phase by phase: xpad's phase (a, b) collects the taps with ki ≡ a and kj ≡ b (mod 2),
