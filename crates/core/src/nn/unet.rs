@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::nn::layers::{Conv2d, GroupNorm, Linear};
 use crate::nn::params::ParamBuilder;
+use crate::nn::preset::Preset;
 use crate::nn::text_encoder::{TextEncoder, TextEncoderConfig};
 use crate::ops;
 use crate::rng::Rng;
@@ -86,6 +87,23 @@ impl UNetConfig {
         }
     }
 
+    /// The quickstart's model for the 16×16 shapes: base 32, multipliers (1, 2), one ResBlock
+    /// per level, attention at half the side.
+    pub fn small() -> Self {
+        Self {
+            in_channels: 3,
+            base_channels: 32,
+            channel_mult: vec![1, 2],
+            num_res_blocks: 1,
+            attention_at: vec![2],
+            attention_heads: 1,
+            dropout: 0.0,
+            norm_groups: 8,
+            cond_dim: None,
+            text: None,
+        }
+    }
+
     /// 1.16 M parameters: base 32, multipliers (1, 2, 2), two ResBlocks per level, attention at
     /// a quarter of the side (7×7 on 28×28 digits).
     pub fn mnist() -> Self {
@@ -119,15 +137,11 @@ impl UNetConfig {
         }
     }
 
+    /// The preset named `name` (see [`Preset`]).
     pub fn preset(name: &str) -> Result<Self> {
-        match name {
-            "tiny" => Ok(Self::tiny()),
-            "mnist" => Ok(Self::mnist()),
-            "cifar" => Ok(Self::cifar()),
-            _ => Err(Error::InvalidModel(format!(
-                "unknown model preset `{name}` (expected tiny, mnist or cifar)"
-            ))),
-        }
+        name.parse::<Preset>()
+            .map(Preset::config)
+            .map_err(|e| Error::InvalidModel(e.to_string()))
     }
 
     pub fn time_embed_dim(&self) -> usize {
