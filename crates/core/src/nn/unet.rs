@@ -10,7 +10,7 @@ use candle_core::{Module, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::nn::layers::{Conv2d, GroupNorm, Linear};
+use crate::nn::layers::{Conv2d, Conv2dConfig, GroupNorm, Linear};
 use crate::nn::params::ParamBuilder;
 use crate::nn::preset::Preset;
 use crate::nn::text_encoder::{TextEncoder, TextEncoderConfig};
@@ -242,12 +242,22 @@ impl ResBlock {
     fn new(pb: &ParamBuilder, cfg: &UNetConfig, in_ch: usize, out_ch: usize) -> Result<Self> {
         Ok(Self {
             norm1: GroupNorm::new(&pb.pp("norm1"), cfg.norm_groups, in_ch)?,
-            conv1: Conv2d::new(&pb.pp("conv1"), in_ch, out_ch, 3, 1, 1, false)?,
+            conv1: Conv2d::new(&pb.pp("conv1"), in_ch, out_ch, Conv2dConfig::same(3))?,
             temb_proj: Linear::new(&pb.pp("temb_proj"), cfg.time_embed_dim(), out_ch)?,
             norm2: GroupNorm::new(&pb.pp("norm2"), cfg.norm_groups, out_ch)?,
-            conv2: Conv2d::new(&pb.pp("conv2"), out_ch, out_ch, 3, 1, 1, true)?,
+            conv2: Conv2d::new(
+                &pb.pp("conv2"),
+                out_ch,
+                out_ch,
+                Conv2dConfig::same(3).zeroed(),
+            )?,
             skip: if in_ch != out_ch {
-                Some(Conv2d::new(&pb.pp("skip"), in_ch, out_ch, 1, 1, 0, false)?)
+                Some(Conv2d::new(
+                    &pb.pp("skip"),
+                    in_ch,
+                    out_ch,
+                    Conv2dConfig::pointwise(),
+                )?)
             } else {
                 None
             },
@@ -285,8 +295,13 @@ impl AttentionBlock {
     fn new(pb: &ParamBuilder, cfg: &UNetConfig, ch: usize) -> Result<Self> {
         Ok(Self {
             norm: GroupNorm::new(&pb.pp("norm"), cfg.norm_groups, ch)?,
-            qkv: Conv2d::new(&pb.pp("qkv"), ch, 3 * ch, 1, 1, 0, false)?,
-            proj_out: Conv2d::new(&pb.pp("proj_out"), ch, ch, 1, 1, 0, true)?,
+            qkv: Conv2d::new(&pb.pp("qkv"), ch, 3 * ch, Conv2dConfig::pointwise())?,
+            proj_out: Conv2d::new(
+                &pb.pp("proj_out"),
+                ch,
+                ch,
+                Conv2dConfig::pointwise().zeroed(),
+            )?,
             heads: cfg.attention_heads,
         })
     }
@@ -411,7 +426,12 @@ impl UNet {
             Some(t) => Some(TextEncoder::new(&pb.pp("text"), &t.encoder)?),
             None => None,
         };
-        let conv_in = Conv2d::new(&pb.pp("conv_in"), cfg.in_channels, ch, 3, 1, 1, false)?;
+        let conv_in = Conv2d::new(
+            &pb.pp("conv_in"),
+            cfg.in_channels,
+            ch,
+            Conv2dConfig::same(3),
+        )?;
 
         let mut down = Vec::new();
         let mut skip_ch = vec![ch];
@@ -432,7 +452,10 @@ impl UNet {
             if level + 1 < levels {
                 let p = pb.pp(format!("down.{level}.downsample"));
                 down.push(vec![Block::Down(Conv2d::new(
-                    &p, cur, cur, 3, 2, 1, false,
+                    &p,
+                    cur,
+                    cur,
+                    Conv2dConfig::downsample(),
                 )?)]);
                 skip_ch.push(cur);
                 ds *= 2;
@@ -463,7 +486,7 @@ impl UNet {
                 }
                 if level > 0 && i == cfg.num_res_blocks {
                     let p = pb.pp(format!("up.{level}.upsample"));
-                    stage.push(Block::Up(Conv2d::new(&p, cur, cur, 3, 1, 1, false)?));
+                    stage.push(Block::Up(Conv2d::new(&p, cur, cur, Conv2dConfig::same(3))?));
                     ds /= 2;
                 }
                 up.push(stage);
@@ -481,7 +504,12 @@ impl UNet {
             mid,
             up,
             norm_out: GroupNorm::new(&pb.pp("norm_out"), cfg.norm_groups, cur)?,
-            conv_out: Conv2d::new(&pb.pp("conv_out"), cur, cfg.in_channels, 3, 1, 1, true)?,
+            conv_out: Conv2d::new(
+                &pb.pp("conv_out"),
+                cur,
+                cfg.in_channels,
+                Conv2dConfig::same(3).zeroed(),
+            )?,
         })
     }
 
