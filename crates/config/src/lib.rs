@@ -1,6 +1,6 @@
 //! ddlab's run schema, in one home shared by the runner, the report, the dashboard and the CLI:
 //! every run key with its default and role ([`keys`]), their validation into the core's configs
-//! ([`resolve`]), the U-Net presets ([`preset`]), sweep specs and `--set`/`--grid` overrides
+//! ([`resolve`]), sweep specs and `--set`/`--grid` overrides
 //! ([`spec`], [`overrides`]), and a run's identity ([`identity`]).
 //!
 //! Invariants: depends on the core only; no SQL, no terminal, no file writes (it reads spec and
@@ -13,7 +13,6 @@ pub mod keys;
 pub mod limits;
 pub mod names;
 pub mod overrides;
-pub mod preset;
 pub mod resolve;
 pub mod spec;
 

@@ -4,7 +4,7 @@
 
 use ddlab_core::data::DatasetConfig;
 use ddlab_core::nll::NllConfig;
-use ddlab_core::nn::UNetConfig;
+use ddlab_core::nn::{Preset, UNetConfig, UnknownPreset};
 use ddlab_core::nn::unet::CaptionConditioning;
 use ddlab_core::sampler::{SamplerConfig, SamplerOptions};
 use ddlab_core::schedule::ScheduleConfig;
@@ -15,7 +15,6 @@ use ddlab_core::train::optim::AdamWConfig;
 use crate::error::ConfigError;
 use crate::guidance::Guidance;
 use crate::keys::RunConfig;
-use crate::preset::{MODEL_PRESETS, model_preset};
 
 /// A run configuration whose every part passed validation.
 #[derive(Debug, Clone)]
@@ -77,13 +76,8 @@ impl RunConfig {
 
     /// The preset with the explicit model keys applied, checked against the image size.
     fn model_config(&self, dataset: &DatasetConfig, image_size: usize) -> Checked<UNetConfig> {
-        let mut model = model_preset(&self.model).ok_or_else(|| {
-            invalid(format!(
-                "unknown model preset `{}` (expected one of: {})",
-                self.model,
-                MODEL_PRESETS.join(", ")
-            ))
-        })?;
+        let preset: Preset = self.model.parse().map_err(|e: UnknownPreset| invalid(e.to_string()))?;
+        let mut model = preset.config();
         model.in_channels = dataset.channels_hint();
         if let Some(v) = self.base_channels {
             model.base_channels = v;

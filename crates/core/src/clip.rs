@@ -16,7 +16,7 @@ use crate::checkpoint::Checkpoint;
 use crate::data::{DatasetKind, ImageDataset, batch_indices};
 use crate::diffusion::Diffusion;
 use crate::error::{Error, Result};
-use crate::nn::layers::{Conv2d, GroupNorm, Linear};
+use crate::nn::layers::{Conv2d, Conv2dConfig, GroupNorm, Linear};
 use crate::nn::params::{Init, ParamBuilder, ParamStore};
 use crate::nn::text_encoder::{TextEncoder, TextEncoderConfig};
 use crate::nn::unet::timestep_embedding;
@@ -117,16 +117,21 @@ impl ImageEncoder {
         for (i, &c) in cfg.channels.iter().enumerate() {
             let p = pb.pp(format!("stage.{i}"));
             stages.push(Stage {
-                conv1: Conv2d::new(&p.pp("conv1"), cur, c, 3, 1, 1, false)?,
+                conv1: Conv2d::new(&p.pp("conv1"), cur, c, Conv2dConfig::same(3))?,
                 norm1: GroupNorm::new(&p.pp("norm1"), groups(c), c)?,
                 temb: Linear::new(&p.pp("temb"), temb_dim, c)?,
-                conv2: Conv2d::new(&p.pp("conv2"), c, c, 3, 2, 1, false)?,
+                conv2: Conv2d::new(&p.pp("conv2"), c, c, Conv2dConfig::downsample())?,
                 norm2: GroupNorm::new(&p.pp("norm2"), groups(c), c)?,
             });
             cur = c;
         }
         Ok(Self {
-            conv_in: Conv2d::new(&pb.pp("conv_in"), cfg.in_channels, base, 3, 1, 1, false)?,
+            conv_in: Conv2d::new(
+                &pb.pp("conv_in"),
+                cfg.in_channels,
+                base,
+                Conv2dConfig::same(3),
+            )?,
             temb1: Linear::new(&pb.pp("temb.0"), base, temb_dim)?,
             temb2: Linear::new(&pb.pp("temb.1"), temb_dim, temb_dim)?,
             stages,

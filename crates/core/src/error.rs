@@ -16,6 +16,14 @@ pub enum Error {
     #[error("invalid sampler configuration: {0}")]
     InvalidSampler(String),
 
+    /// A bad NLL configuration, or a bound that came out non-finite.
+    #[error("NLL evaluation: {0}")]
+    InvalidNll(String),
+
+    /// A benchmark that cannot run as configured.
+    #[error("benchmark: {0}")]
+    InvalidBench(String),
+
     #[error("{}: {reason}", path.display())]
     Data { path: PathBuf, reason: String },
 

@@ -13,7 +13,7 @@ use crate::data::shapes::{COLOURS, POSITIONS, SHAPES};
 use crate::data::{DatasetKind, ImageDataset, batch_indices};
 use crate::error::{Error, Result};
 use crate::metrics::FeatureStats;
-use crate::nn::layers::{Conv2d, GroupNorm, Linear};
+use crate::nn::layers::{Conv2d, Conv2dConfig, GroupNorm, Linear};
 use crate::nn::params::{ParamBuilder, ParamStore};
 use crate::ops;
 use crate::rng::Rng;
@@ -88,9 +88,9 @@ impl Judge {
             let p = pb.pp(format!("stage.{i}"));
             let g = [8, 4, 2, 1].into_iter().find(|g| c % g == 0).unwrap_or(1);
             stages.push(Stage {
-                conv1: Conv2d::new(&p.pp("conv1"), cur, c, 3, 1, 1, false)?,
+                conv1: Conv2d::new(&p.pp("conv1"), cur, c, Conv2dConfig::same(3))?,
                 norm1: GroupNorm::new(&p.pp("norm1"), g, c)?,
-                conv2: Conv2d::new(&p.pp("conv2"), c, c, 3, 2, 1, false)?,
+                conv2: Conv2d::new(&p.pp("conv2"), c, c, Conv2dConfig::downsample())?,
                 norm2: GroupNorm::new(&p.pp("norm2"), g, c)?,
             });
             cur = c;

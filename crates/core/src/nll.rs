@@ -18,6 +18,7 @@ use crate::diffusion::Diffusion;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 use crate::sampler::{DdpmVariance, Denoiser};
+use crate::schedule::NoiseSchedule;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NllConfig {
@@ -65,103 +66,102 @@ struct Job {
     weight: f64,
 }
 
-/// Bits/dim of `data` (N, C, H, W) in [-1, 1], quantised to 256 levels.
-pub fn nll_bpd(
-    denoiser: &dyn Denoiser,
-    diffusion: &Diffusion,
-    data: &Tensor,
-    cfg: &NllConfig,
-    rng: &mut Rng,
-    on_progress: &mut dyn FnMut(usize, usize),
-) -> Result<NllResult> {
-    let s = &diffusion.schedule;
-    let t_steps = s.len();
-    let n = data.dim(0)?;
-    if n == 0 {
-        return Err(Error::InvalidDataset(
-            "no images to evaluate the NLL on".into(),
-        ));
-    }
-    if cfg.timesteps == 0 || cfg.batch_size == 0 {
-        return Err(Error::InvalidTraining(
-            "NLL timesteps and batch size must be positive".into(),
-        ));
-    }
-    let dims = data.elem_count() / n;
-    let data = data.to_dtype(DType::F32)?;
-    let data_cpu: Vec<f32> = data.flatten_all()?.to_vec1()?;
+/// The terms to evaluate, image by image: the decoder term, then every timestep of {2..T}
+/// (`exact`) or one drawn from each of `k` strata.
+struct Terms {
+    jobs: Vec<Job>,
+    k: usize,
+    exact: bool,
+}
 
-    // Which terms to evaluate, image by image.
-    let middle = t_steps.saturating_sub(1); // |{2..T}|
-    let exact = cfg.timesteps >= middle;
-    let k = if exact { middle } else { cfg.timesteps };
-    let mut jobs = Vec::with_capacity(n * (k + 1));
-    for image in 0..n {
-        jobs.push(Job {
-            image,
-            t: 0,
-            weight: 1.0,
-        });
-        if exact {
-            jobs.extend((1..t_steps).map(|t| Job {
+impl Terms {
+    fn draw(n: usize, t_steps: usize, timesteps: usize, rng: &mut Rng) -> Self {
+        let middle = t_steps.saturating_sub(1); // |{2..T}|
+        let exact = timesteps >= middle;
+        let k = if exact { middle } else { timesteps };
+        let mut jobs = Vec::with_capacity(n * (k + 1));
+        for image in 0..n {
+            jobs.push(Job {
                 image,
-                t,
+                t: 0,
                 weight: 1.0,
-            }));
-        } else {
-            for stratum in 0..k {
-                let lo = 1 + stratum * middle / k;
-                let hi = 1 + (stratum + 1) * middle / k;
-                let t = lo + rng.below(hi - lo);
-                jobs.push(Job {
+            });
+            if exact {
+                jobs.extend((1..t_steps).map(|t| Job {
                     image,
                     t,
-                    weight: (hi - lo) as f64,
-                });
-            }
-        }
-    }
-
-    // Variance of p(x_{t−1} | x_t) at index t, in log form.
-    let model_logvar = |t: usize| -> f64 {
-        match cfg.variance {
-            DdpmVariance::BetaTilde => s.posterior_log_variance_clipped[t],
-            DdpmVariance::Beta => {
-                if t == 0 && t_steps > 1 {
-                    s.posterior_variance[1].ln()
-                } else {
-                    s.betas[t].ln()
+                    weight: 1.0,
+                }));
+            } else {
+                for stratum in 0..k {
+                    let lo = 1 + stratum * middle / k;
+                    let hi = 1 + (stratum + 1) * middle / k;
+                    let t = lo + rng.below(hi - lo);
+                    jobs.push(Job {
+                        image,
+                        t,
+                        weight: (hi - lo) as f64,
+                    });
                 }
             }
         }
-    };
+        Self { jobs, k, exact }
+    }
+}
 
+/// Variance of p(x_{t−1} | x_t) at index t, in log form.
+fn model_logvar(s: &NoiseSchedule, variance: DdpmVariance, t: usize) -> f64 {
+    match variance {
+        DdpmVariance::BetaTilde => s.posterior_log_variance_clipped[t],
+        DdpmVariance::Beta => {
+            if t == 0 && s.len() > 1 {
+                s.posterior_variance[1].ln()
+            } else {
+                s.betas[t].ln()
+            }
+        }
+    }
+}
+
+/// The prior term L_T of each of the `n` images of `data` (rows of `dims`), bits/dim, in
+/// closed form.
+fn prior_bits(s: &NoiseSchedule, data: &[f32], n: usize, dims: usize) -> Vec<f64> {
     let mut totals = vec![0f64; n];
-    let mut decoder = vec![0f64; n];
-    // Prior term, closed form.
-    let ab_t = s.alpha_bars[t_steps - 1];
+    let ab_t = s.alpha_bars[s.len() - 1];
     for (i, total) in totals.iter_mut().enumerate() {
-        let x = &data_cpu[i * dims..(i + 1) * dims];
+        let x = &data[i * dims..(i + 1) * dims];
         let kl: f64 = x
             .iter()
             .map(|&v| normal_kl(ab_t.sqrt() * v as f64, (1.0 - ab_t).ln(), 0.0, 0.0))
             .sum();
         *total += kl / dims as f64 / LN_2;
     }
-    let prior_bpd = totals.iter().sum::<f64>() / n as f64;
+    totals
+}
 
-    let device = diffusion.device();
-    let data_dev = data.to_device(device)?;
-    let n_jobs = jobs.len();
-    for (done, chunk) in jobs.chunks(cfg.batch_size).enumerate() {
+/// What every chunk of model evaluations reads.
+struct Evaluation<'a> {
+    denoiser: &'a dyn Denoiser,
+    diffusion: &'a Diffusion,
+    cfg: &'a NllConfig,
+    /// The images on the model's device, and on the CPU as rows of `dims`.
+    data: Tensor,
+    data_cpu: Vec<f32>,
+    dims: usize,
+}
+
+impl Evaluation<'_> {
+    /// Bits/dim of each job of `chunk`: the decoder term L_0 for t = 0, else L_{t−1}.
+    fn chunk_bits(&self, chunk: &[Job], rng: &mut Rng) -> Result<Vec<f64>> {
+        let (diffusion, device) = (self.diffusion, self.diffusion.device());
         let idx: Vec<u32> = chunk.iter().map(|j| j.image as u32).collect();
         let idx = Tensor::new(idx.as_slice(), device)?;
-        let x0 = data_dev.index_select(&idx, 0)?;
+        let x0 = self.data.index_select(&idx, 0)?;
         let ts: Vec<usize> = chunk.iter().map(|j| j.t).collect();
         let noise = rng.randn(x0.shape(), device)?;
         let x_t = diffusion.q_sample(&x0, &ts, &noise)?;
-        let pred = denoiser.predict(&x_t, &ts)?;
-        let x0_hat = if cfg.clip_x0 {
+        let pred = self.denoiser.predict(&x_t, &ts)?;
+        let x0_hat = if self.cfg.clip_x0 {
             pred.x0.clamp(-1f32, 1f32)?
         } else {
             pred.x0
@@ -174,38 +174,96 @@ pub fn nll_bpd(
             .q_posterior_mean(&x0, &x_t, &ts)?
             .flatten_all()?
             .to_vec1()?;
-        for (r, job) in chunk.iter().enumerate() {
-            let (mp, mq) = (
-                &mu_p[r * dims..(r + 1) * dims],
-                &mu_q[r * dims..(r + 1) * dims],
-            );
-            let lv_p = model_logvar(job.t);
-            let bits = if job.t == 0 {
-                let x = &data_cpu[job.image * dims..(job.image + 1) * dims];
-                let ll: f64 = x
-                    .iter()
-                    .zip(mp)
-                    .map(|(&xv, &m)| {
-                        discretized_gaussian_log_likelihood(xv as f64, m as f64, 0.5 * lv_p)
-                    })
-                    .sum();
-                let b = -ll / dims as f64 / LN_2;
+        let dims = self.dims;
+        Ok(chunk
+            .iter()
+            .enumerate()
+            .map(|(r, job)| {
+                let mp = &mu_p[r * dims..(r + 1) * dims];
+                let mq = &mu_q[r * dims..(r + 1) * dims];
+                self.term_bits(job, mp, mq)
+            })
+            .collect())
+    }
+
+    /// Bits/dim of one job from the reverse mean `mp` and the posterior mean `mq`.
+    fn term_bits(&self, job: &Job, mp: &[f32], mq: &[f32]) -> f64 {
+        let s = &self.diffusion.schedule;
+        let (dims, lv_p) = (self.dims, model_logvar(s, self.cfg.variance, job.t));
+        if job.t == 0 {
+            let x = &self.data_cpu[job.image * dims..(job.image + 1) * dims];
+            let ll: f64 = x
+                .iter()
+                .zip(mp)
+                .map(|(&xv, &m)| {
+                    discretized_gaussian_log_likelihood(xv as f64, m as f64, 0.5 * lv_p)
+                })
+                .sum();
+            return -ll / dims as f64 / LN_2;
+        }
+        let lv_q = s.posterior_log_variance_clipped[job.t];
+        let kl: f64 = mq
+            .iter()
+            .zip(mp)
+            .map(|(&a, &b)| normal_kl(a as f64, lv_q, b as f64, lv_p))
+            .sum();
+        kl / dims as f64 / LN_2
+    }
+}
+
+/// Bits/dim of `data` (N, C, H, W) in [-1, 1], quantised to 256 levels.
+pub fn nll_bpd(
+    denoiser: &dyn Denoiser,
+    diffusion: &Diffusion,
+    data: &Tensor,
+    cfg: &NllConfig,
+    rng: &mut Rng,
+    on_progress: &mut dyn FnMut(usize, usize),
+) -> Result<NllResult> {
+    let s = &diffusion.schedule;
+    let n = data.dim(0)?;
+    if n == 0 {
+        return Err(Error::InvalidDataset(
+            "no images to evaluate the NLL on".into(),
+        ));
+    }
+    if cfg.timesteps == 0 || cfg.batch_size == 0 {
+        return Err(Error::InvalidNll(
+            "NLL timesteps and batch size must be positive".into(),
+        ));
+    }
+    let dims = data.elem_count() / n;
+    let data = data.to_dtype(DType::F32)?;
+    let data_cpu: Vec<f32> = data.flatten_all()?.to_vec1()?;
+    let terms = Terms::draw(n, s.len(), cfg.timesteps, rng);
+    let mut totals = prior_bits(s, &data_cpu, n, dims);
+    let prior_bpd = totals.iter().sum::<f64>() / n as f64;
+    let mut decoder = vec![0f64; n];
+    let eval = Evaluation {
+        denoiser,
+        diffusion,
+        cfg,
+        data: data.to_device(diffusion.device())?,
+        data_cpu,
+        dims,
+    };
+    let n_jobs = terms.jobs.len();
+    for (done, chunk) in terms.jobs.chunks(cfg.batch_size).enumerate() {
+        let bits = eval.chunk_bits(chunk, rng)?;
+        for (job, b) in chunk.iter().zip(bits) {
+            if job.t == 0 {
                 decoder[job.image] = b;
-                b
-            } else {
-                let lv_q = s.posterior_log_variance_clipped[job.t];
-                let kl: f64 = mq
-                    .iter()
-                    .zip(mp)
-                    .map(|(&a, &b)| normal_kl(a as f64, lv_q, b as f64, lv_p))
-                    .sum();
-                kl / dims as f64 / LN_2
-            };
-            totals[job.image] += job.weight * bits;
+            }
+            totals[job.image] += job.weight * b;
         }
         on_progress(((done + 1) * cfg.batch_size).min(n_jobs), n_jobs);
     }
+    summarise(&totals, &decoder, prior_bpd, &terms)
+}
 
+/// The mean bound over the images and its standard error.
+fn summarise(totals: &[f64], decoder: &[f64], prior_bpd: f64, terms: &Terms) -> Result<NllResult> {
+    let n = totals.len();
     let mean = totals.iter().sum::<f64>() / n as f64;
     let var = if n > 1 {
         totals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64
@@ -213,7 +271,7 @@ pub fn nll_bpd(
         0.0
     };
     if !mean.is_finite() {
-        return Err(Error::InvalidTraining(
+        return Err(Error::InvalidNll(
             "the NLL bound is not finite: the model produced non-finite predictions".into(),
         ));
     }
@@ -221,8 +279,8 @@ pub fn nll_bpd(
         bpd: mean,
         stderr: (var / n as f64).sqrt(),
         images: n,
-        timesteps: k,
-        exact,
+        timesteps: terms.k,
+        exact: terms.exact,
         prior_bpd,
         decoder_bpd: decoder.iter().sum::<f64>() / n as f64,
     })

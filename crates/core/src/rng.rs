@@ -56,8 +56,7 @@ impl Rng {
     ///
     /// On the CPU, element i keeps when word i of a ChaCha8 stream (keyed by one draw from this
     /// one) is at least ⌈p·2³²⌉, so pieces of the mask are drawn in parallel, each from its own
-    /// position of the same stream, and the mask does not depend on the split. Drawn serially it
-    /// was a tenth of an `mnist` training step.
+    /// position of the same stream, and the mask does not depend on the split.
     pub fn dropout_mask(
         &mut self,
         shape: impl Into<Shape>,
@@ -70,8 +69,9 @@ impl Rng {
             let key = self.next_u64();
             let threshold = (p * 4_294_967_296.0).ceil() as u64;
             let n = shape.elem_count();
-            // Every element is written below.
-            let mut v = crate::ops::cpu::output_buffer(n);
+            // SAFETY: the pieces of `par_ranges_n` cover 0..n, and each fills its whole range
+            // with mask values below before `v` is read.
+            let mut v = unsafe { crate::ops::cpu::output_buffer(n) };
             let out = crate::ops::cpu::SendPtr::new(&mut v);
             crate::ops::cpu::par_ranges_n(n, n.div_ceil(1 << 16), |r| {
                 let mut words = ChaCha8Rng::seed_from_u64(key);

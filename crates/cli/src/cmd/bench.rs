@@ -2,8 +2,8 @@
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use ddlab_config::preset::{MODEL_PRESETS, model_preset};
 use ddlab_core::bench::{BenchConfig, BenchGuidance, BenchReport, run as run_bench};
+use ddlab_core::nn::Preset;
 use ddlab_runner::device::{DeviceRequest, device_label};
 use std::process::ExitCode;
 
@@ -72,21 +72,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.iters == 0 {
         bail!("--iters must be at least 1");
     }
-    let Some(model) = model_preset(&a.preset) else {
-        bail!(
-            "unknown model preset `{}` (expected {})",
-            a.preset,
-            MODEL_PRESETS.join(", ")
-        );
-    };
+    let preset: Preset = a.preset.parse()?;
     let request: DeviceRequest = a.device.parse().map_err(anyhow::Error::msg)?;
     let devices = request.resolve()?;
     if let Some(note) = &devices.note {
         eprintln!("{note}");
     }
     let device = devices.devices[0].clone();
-    let mut cfg = BenchConfig::new(&a.preset, a.batch, device.clone());
-    cfg.model = Some(model);
+    let mut cfg = BenchConfig::new(preset.name(), a.batch, device.clone());
+    cfg.model = Some(preset.config());
     cfg.image_size = a.image_size;
     cfg.channels = a.channels;
     cfg.warmup = a.warmup;

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Parser;
 use ddlab_config::RunConfig;
-use ddlab_config::preset::MODEL_PRESETS;
+use ddlab_core::nn::Preset;
 use std::process::ExitCode;
 
 /// List every key a run config, `--set` or a sweep spec accepts, with its default.
@@ -23,6 +23,7 @@ pub fn run(_: Args) -> Result<ExitCode> {
             println!("{k:<20} {v}");
         }
     }
-    println!("\nmodel presets: {}", MODEL_PRESETS.join(", "));
+    let presets: Vec<&str> = Preset::ALL.iter().map(|p| p.name()).collect();
+    println!("\nmodel presets: {}", presets.join(", "));
     Ok(ExitCode::SUCCESS)
 }

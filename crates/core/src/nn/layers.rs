@@ -46,6 +46,49 @@ impl Module for Linear {
     }
 }
 
+/// The shape and initialisation of a [`Conv2d`]: a square `kernel`, `stride` and `padding`,
+/// and whether its weight and bias start at zero (else PyTorch's default initialisation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub zero_init: bool,
+}
+
+impl Conv2dConfig {
+    /// A `kernel × kernel` stride-1 conv padded to keep the image size (odd `kernel`).
+    pub fn same(kernel: usize) -> Self {
+        Self {
+            kernel,
+            stride: 1,
+            padding: kernel / 2,
+            zero_init: false,
+        }
+    }
+
+    /// A 1×1 conv: a linear map of the channels at every position.
+    pub fn pointwise() -> Self {
+        Self::same(1)
+    }
+
+    /// A 3×3 stride-2 conv with padding 1: halves the image size.
+    pub fn downsample() -> Self {
+        Self {
+            stride: 2,
+            ..Self::same(3)
+        }
+    }
+
+    /// The same conv with weight and bias starting at zero.
+    pub fn zeroed(self) -> Self {
+        Self {
+            zero_init: true,
+            ..self
+        }
+    }
+}
+
 /// 2-D convolution with square kernel, PyTorch's default init unless told to start at zero.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
@@ -56,15 +99,13 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    pub fn new(
-        pb: &ParamBuilder,
-        in_ch: usize,
-        out_ch: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        zero_init: bool,
-    ) -> Result<Self> {
+    pub fn new(pb: &ParamBuilder, in_ch: usize, out_ch: usize, cfg: Conv2dConfig) -> Result<Self> {
+        let Conv2dConfig {
+            kernel,
+            stride,
+            padding,
+            zero_init,
+        } = cfg;
         let bound = 1.0 / ((in_ch * kernel * kernel) as f64).sqrt();
         let w_init = if zero_init {
             Init::Zeros

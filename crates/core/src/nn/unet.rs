@@ -10,8 +10,9 @@ use candle_core::{Module, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::nn::layers::{Conv2d, GroupNorm, Linear};
+use crate::nn::layers::{Conv2d, Conv2dConfig, GroupNorm, Linear};
 use crate::nn::params::ParamBuilder;
+use crate::nn::preset::Preset;
 use crate::nn::text_encoder::{TextEncoder, TextEncoderConfig};
 use crate::ops;
 use crate::rng::Rng;
@@ -86,6 +87,23 @@ impl UNetConfig {
         }
     }
 
+    /// The quickstart's model for the 16×16 shapes: base 32, multipliers (1, 2), one ResBlock
+    /// per level, attention at half the side.
+    pub fn small() -> Self {
+        Self {
+            in_channels: 3,
+            base_channels: 32,
+            channel_mult: vec![1, 2],
+            num_res_blocks: 1,
+            attention_at: vec![2],
+            attention_heads: 1,
+            dropout: 0.0,
+            norm_groups: 8,
+            cond_dim: None,
+            text: None,
+        }
+    }
+
     /// 1.16 M parameters: base 32, multipliers (1, 2, 2), two ResBlocks per level, attention at
     /// a quarter of the side (7×7 on 28×28 digits).
     pub fn mnist() -> Self {
@@ -119,15 +137,11 @@ impl UNetConfig {
         }
     }
 
+    /// The preset named `name` (see [`Preset`]).
     pub fn preset(name: &str) -> Result<Self> {
-        match name {
-            "tiny" => Ok(Self::tiny()),
-            "mnist" => Ok(Self::mnist()),
-            "cifar" => Ok(Self::cifar()),
-            _ => Err(Error::InvalidModel(format!(
-                "unknown model preset `{name}` (expected tiny, mnist or cifar)"
-            ))),
-        }
+        name.parse::<Preset>()
+            .map(Preset::config)
+            .map_err(|e| Error::InvalidModel(e.to_string()))
     }
 
     pub fn time_embed_dim(&self) -> usize {
@@ -228,12 +242,22 @@ impl ResBlock {
     fn new(pb: &ParamBuilder, cfg: &UNetConfig, in_ch: usize, out_ch: usize) -> Result<Self> {
         Ok(Self {
             norm1: GroupNorm::new(&pb.pp("norm1"), cfg.norm_groups, in_ch)?,
-            conv1: Conv2d::new(&pb.pp("conv1"), in_ch, out_ch, 3, 1, 1, false)?,
+            conv1: Conv2d::new(&pb.pp("conv1"), in_ch, out_ch, Conv2dConfig::same(3))?,
             temb_proj: Linear::new(&pb.pp("temb_proj"), cfg.time_embed_dim(), out_ch)?,
             norm2: GroupNorm::new(&pb.pp("norm2"), cfg.norm_groups, out_ch)?,
-            conv2: Conv2d::new(&pb.pp("conv2"), out_ch, out_ch, 3, 1, 1, true)?,
+            conv2: Conv2d::new(
+                &pb.pp("conv2"),
+                out_ch,
+                out_ch,
+                Conv2dConfig::same(3).zeroed(),
+            )?,
             skip: if in_ch != out_ch {
-                Some(Conv2d::new(&pb.pp("skip"), in_ch, out_ch, 1, 1, 0, false)?)
+                Some(Conv2d::new(
+                    &pb.pp("skip"),
+                    in_ch,
+                    out_ch,
+                    Conv2dConfig::pointwise(),
+                )?)
             } else {
                 None
             },
@@ -271,8 +295,13 @@ impl AttentionBlock {
     fn new(pb: &ParamBuilder, cfg: &UNetConfig, ch: usize) -> Result<Self> {
         Ok(Self {
             norm: GroupNorm::new(&pb.pp("norm"), cfg.norm_groups, ch)?,
-            qkv: Conv2d::new(&pb.pp("qkv"), ch, 3 * ch, 1, 1, 0, false)?,
-            proj_out: Conv2d::new(&pb.pp("proj_out"), ch, ch, 1, 1, 0, true)?,
+            qkv: Conv2d::new(&pb.pp("qkv"), ch, 3 * ch, Conv2dConfig::pointwise())?,
+            proj_out: Conv2d::new(
+                &pb.pp("proj_out"),
+                ch,
+                ch,
+                Conv2dConfig::pointwise().zeroed(),
+            )?,
             heads: cfg.attention_heads,
         })
     }
@@ -397,7 +426,12 @@ impl UNet {
             Some(t) => Some(TextEncoder::new(&pb.pp("text"), &t.encoder)?),
             None => None,
         };
-        let conv_in = Conv2d::new(&pb.pp("conv_in"), cfg.in_channels, ch, 3, 1, 1, false)?;
+        let conv_in = Conv2d::new(
+            &pb.pp("conv_in"),
+            cfg.in_channels,
+            ch,
+            Conv2dConfig::same(3),
+        )?;
 
         let mut down = Vec::new();
         let mut skip_ch = vec![ch];
@@ -418,7 +452,10 @@ impl UNet {
             if level + 1 < levels {
                 let p = pb.pp(format!("down.{level}.downsample"));
                 down.push(vec![Block::Down(Conv2d::new(
-                    &p, cur, cur, 3, 2, 1, false,
+                    &p,
+                    cur,
+                    cur,
+                    Conv2dConfig::downsample(),
                 )?)]);
                 skip_ch.push(cur);
                 ds *= 2;
@@ -449,7 +486,7 @@ impl UNet {
                 }
                 if level > 0 && i == cfg.num_res_blocks {
                     let p = pb.pp(format!("up.{level}.upsample"));
-                    stage.push(Block::Up(Conv2d::new(&p, cur, cur, 3, 1, 1, false)?));
+                    stage.push(Block::Up(Conv2d::new(&p, cur, cur, Conv2dConfig::same(3))?));
                     ds /= 2;
                 }
                 up.push(stage);
@@ -467,7 +504,12 @@ impl UNet {
             mid,
             up,
             norm_out: GroupNorm::new(&pb.pp("norm_out"), cfg.norm_groups, cur)?,
-            conv_out: Conv2d::new(&pb.pp("conv_out"), cur, cfg.in_channels, 3, 1, 1, true)?,
+            conv_out: Conv2d::new(
+                &pb.pp("conv_out"),
+                cur,
+                cfg.in_channels,
+                Conv2dConfig::same(3).zeroed(),
+            )?,
         })
     }
 

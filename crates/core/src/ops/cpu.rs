@@ -87,10 +87,9 @@ impl Drop for RegionGuard {
 /// candle's barrier pool (`CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`, else the core count).
 ///
 /// That pool rather than rayon's, because its workers spin for a while after each region
-/// before they sleep, and the calling thread takes a share itself. A rayon worker sleeps
-/// after ~30 idle yields, and on a virtual machine waking it (and then waking the caller
-/// blocked on the result) cost 0.1-0.6 ms a region, measured: a second thread started its
-/// half of a 7×7 conv 0.6 ms late, so that conv ran no faster on two cores than on one.
+/// before they sleep, and the calling thread takes a share itself: a rayon worker sleeps
+/// after a few idle yields, and waking it (and then the caller blocked on the result) costs
+/// a large part of a small region on a virtual machine (docs/BENCHMARKS.md).
 ///
 /// Inside a piece of a parallel region this is 1 (nested regions run on the calling thread).
 pub fn threads() -> usize {
@@ -235,14 +234,18 @@ pub fn par_ranges_n<R: Send>(
     run_pieces(n, parts.min(n).max(1), f)
 }
 
-/// A buffer for an op's output that the op overwrites entirely before anything reads it,
-/// allocated without zeroing: zero-filling every activation and gradient (and the kernel's
-/// zeroing of fresh pages behind it) was about a tenth of a training step.
+/// A buffer of `len` floats for an op's output, allocated without zeroing (zeroing every
+/// activation and gradient, and the fresh pages behind them, is a pass over memory the op
+/// overwrites anyway).
+///
+/// # Safety
+/// The contents are uninitialised. The caller must write every element (through
+/// [`SendPtr::slice_mut`] or the returned vector) before any element is read, and must not
+/// let the vector escape (return it, drop it into a tensor) until then.
 #[allow(clippy::uninit_vec)]
-pub fn output_buffer(len: usize) -> Vec<f32> {
+pub unsafe fn output_buffer(len: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(len);
-    // SAFETY: callers write every element before any is read (each call site says how), and
-    // any bit pattern is a valid f32.
+    // SAFETY: the capacity is `len`; initialising the elements is the caller's contract.
     unsafe { v.set_len(len) };
     v
 }

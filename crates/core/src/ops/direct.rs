@@ -7,8 +7,8 @@
 //! position j = oh·(W+2) + ow is at `ki·(W+2) + kj + j`: for every tap, 16 consecutive outputs
 //! read 16 consecutive inputs. The output is computed on this (W+2)-wide grid (two garbage
 //! columns per row, dropped when the result is copied out), so the microkernel loads straight
-//! from the image: no 9× column matrix is written, read back and packed, which is where the
-//! im2col + GEMM path spends a third of its time.
+//! from the image: no 9× column matrix is written, read back and packed, as the im2col + GEMM
+//! path must.
 //!
 //! - [`conv`]: out (C_out × grid) = W ⋆ x; with AVX-512 a 12 × 32 register tile (12 output
 //!   channels, 32 positions; 24 accumulators, 14 loads per 24 FMAs), with AVX2 a 6 × 16 tile
@@ -23,7 +23,7 @@
 //!   any offsets in a channel's planes.
 //!
 //! The AVX-512 kernels run wherever the CPU has AVX-512F (Intel since Skylake-SP, AMD since
-//! Zen 4): twice the lanes per FMA, and about twice the throughput of the AVX2 kernels there.
+//! Zen 4): twice the lanes per FMA of the AVX2 kernels.
 //!
 //! The input gradient is [`conv`] of the padded dy with the flipped kernel. Every kernel keeps
 //! a fixed summation order, so results do not depend on threads.
@@ -185,8 +185,9 @@ impl PackedKernel {
     ) -> Self {
         let mr = isa.mr();
         let block = mr * c_in * taps;
-        // Every element is written below: block b (all blocks before it full) from b·block.
-        let mut data = super::cpu::output_buffer(c_out * c_in * taps);
+        // SAFETY: every element is written below before `data` is read: block b (all blocks
+        // before it full) covers b·block onwards, and the blocks cover all c_out rows.
+        let mut data = unsafe { super::cpu::output_buffer(c_out * c_in * taps) };
         let out = super::cpu::SendPtr::new(&mut data);
         let pack = |blocks: std::ops::Range<usize>| {
             for b in blocks {
@@ -787,10 +788,9 @@ pub fn transpose_dy(dy: &[f32], c_out: usize, cp: usize, m: usize, count: usize,
     }
 }
 
-/// Whether [`weight_grad_lanes`] beats [`weight_grad`] on this shape (AVX-512 only). Measured
-/// (examples/wgrad_micro, one thread, Zen 5): 1.15–1.4× faster for the mnist preset's
-/// channel counts (32–128 in, 32–64 out), 0.75–0.9× for cifar's 128–256 both ways; below 16
-/// output channels most lanes would be padding.
+/// Whether [`weight_grad_lanes`] beats [`weight_grad`] on this shape (AVX-512 only): up to
+/// 8192 padded output × input channels (the mnist preset's widths, not cifar's; measured,
+/// docs/BENCHMARKS.md); below 16 output channels most lanes would be padding.
 pub fn lanes_pay(c_in: usize, c_out: usize) -> bool {
     let cp = c_out.div_ceil(16) * 16;
     isa() == Some(Isa::Avx512) && c_out >= 16 && cp * c_in <= 8192

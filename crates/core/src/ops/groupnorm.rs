@@ -106,8 +106,9 @@ impl CustomOp3 for GroupNormOp {
             bail!("group_norm: γ and β need {} entries", d.c);
         }
         let img = d.c * d.hw;
-        // Every channel of every sample is written below.
-        let mut y = output_buffer(x.len());
+        // SAFETY: every channel of every sample is written below (the pieces cover all
+        // samples, and each writes all of its samples' channels) before `y` is read.
+        let mut y = unsafe { output_buffer(x.len()) };
         let yp = SendPtr::new(&mut y);
         let stats = with_mask(&self.mask, |mask| {
             if mask.is_some_and(|m| m.len() != x.len()) {
@@ -230,8 +231,9 @@ fn backward(
     let d = p.d;
     let img = d.c * d.hw;
     let n = (d.cpg * d.hw) as f32;
-    // Every channel of every sample is written by dz_pass, then updated in place.
-    let mut dx = output_buffer(x.len());
+    // SAFETY: every channel of every sample is written by dz_pass (then updated in place)
+    // before `dx` is read.
+    let mut dx = unsafe { output_buffer(x.len()) };
     let dxp = SendPtr::new(&mut dx);
     // Per-sample, per-channel Σdz and Σdz·x̂, summed over samples afterwards in order.
     let parts = par_ranges(d.b, |range| {

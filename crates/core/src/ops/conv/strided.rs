@@ -6,8 +6,8 @@
 //! `P_{ki mod 2, kj mod 2}[oh + ki/2][ow + kj/2]`: on the phase planes consecutive outputs
 //! read consecutive inputs again, so the stride-1 kernels run unchanged, with 9 offsets into
 //! a channel's four planes, on an output grid of Ho rows of wq positions (one garbage
-//! column). Through im2col + GEMM these small products ran at ~55 GFLOP/s on two cores,
-//! against ~300 for the stride-1 convs.
+//! column). Through im2col + GEMM these small products ran far below the stride-1 convs
+//! (docs/BENCHMARKS.md).
 //!
 //! The weight gradient is the same correlation with dy laid on that grid. The input gradient
 //! goes phase by phase: xpad's phase (a, b) collects the taps with ki ≡ a and kj ≡ b (mod 2),
@@ -125,8 +125,9 @@ pub(super) fn forward(
     let packed = PackedKernel::new(g.c_out, g.c_in, |o, i, t| w.data[o * w.ld + i * 9 + t]);
     let offs = s.offsets();
     let (xs, gn) = (g.c_in * s.block(), s.grid_tiles());
-    // Every row of every image is written by bias_residual_row below.
-    let mut y = output_buffer(g.batch * img_out);
+    // SAFETY: the pieces cover the batch, and every row of each of their images is written
+    // by bias_residual_row below before `y` is read.
+    let mut y = unsafe { output_buffer(g.batch * img_out) };
     let yp = SendPtr::new(&mut y);
     par_ranges(g.batch, |range| {
         with_scratch(xs + SLACK + g.c_out * gn, |scratch| {
@@ -190,8 +191,10 @@ pub(super) fn backward(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads 
         })
         .collect();
 
-    let mut dx = output_buffer(g.batch * img_in);
-    let mut db = output_buffer(g.batch * g.c_out);
+    // SAFETY: the pieces cover the batch; each image's db is written whole by its row sums,
+    // and its dx pixel by pixel from the phase grids, before either is read.
+    let mut dx = unsafe { output_buffer(g.batch * img_in) };
+    let mut db = unsafe { output_buffer(g.batch * g.c_out) };
     let dxp = SendPtr::new(&mut dx);
     let dbp = SendPtr::new(&mut db);
     // Small images are reduced in groups, so that each weight-gradient tile sums over ≥ ~1k

@@ -74,7 +74,9 @@ pub(super) fn forward(
     let (img_in, img_out) = (g.img_in(), g.img_out());
     let (wo, n_out) = (2 * g.w, g.ndim());
     let gn = px.grid_tiles();
-    let mut y = output_buffer(g.batch * img_out);
+    // SAFETY: the pieces cover the batch, and every output row (2h of them per channel) of
+    // each of their images is written by bias_residual_row below before `y` is read.
+    let mut y = unsafe { output_buffer(g.batch * img_out) };
     let yp = SendPtr::new(&mut y);
     par_ranges(g.batch, |range| {
         let mut row = vec![0f32; wo];
