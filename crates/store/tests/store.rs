@@ -2,6 +2,7 @@
 //! (`.ci/run` starts one), a real PostgreSQL database created fresh for each test.
 
 use ddlab_store::*;
+use sqlx::Row;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -617,4 +618,40 @@ async fn a_replaced_or_deleted_file_is_noticed() {
     assert_eq!(store.file_state(), FileState::Replaced);
     let again = store.reopen().await.unwrap();
     assert_eq!(again.file_state(), FileState::Unchanged);
+}
+
+#[tokio::test]
+async fn postgres_read_only_open_and_foreign_schema() {
+    let Some((store, url)) = postgres_store("readonly").await else {
+        return;
+    };
+    store.upsert_sweep("s", "", "").await.unwrap();
+    let reader = Store::open_read_only(&url).await.unwrap();
+    assert_eq!(reader.sweeps().await.unwrap().len(), 1);
+    assert!(
+        reader.upsert_sweep("x", "", "").await.is_err(),
+        "writes fail"
+    );
+    reader.close().await;
+    // ddlab's tables without ddlab's migrations record: another schema that clashes.
+    sqlx::query("DROP TABLE _sqlx_migrations")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    for mode in [OpenMode::Create, OpenMode::ReadOnly] {
+        let e = Store::open(&url, mode).await.unwrap_err().to_string();
+        assert!(
+            e.contains("is not a ddlab store") && !e.contains("ddlab@"),
+            "{e}"
+        );
+    }
+    let left: i64 = sqlx::query(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = '_sqlx_migrations'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(left, 0, "left untouched");
+    store.close().await;
 }
