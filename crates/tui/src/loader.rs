@@ -230,19 +230,18 @@ fn sweep_info(s: SweepRow, runs: &[RunInfo]) -> SweepInfo {
     }
 }
 
-/// The config keys whose values differ between runs of sweep `sweep_id`, in the order they
-/// first appear in its runs' configs.
+/// The config keys whose values differ between runs of sweep `sweep_id` (a missing key
+/// differs from any value), roughly in the order they appear in its runs' configs. Each run
+/// is compared with the first, so this stays linear in the runs on every refresh.
 fn varying_keys(sweep_id: i64, runs: &[RunInfo]) -> Vec<String> {
-    let mine: Vec<&RunInfo> = runs
-        .iter()
-        .filter(|r| r.sweep_id == Some(sweep_id))
-        .collect();
+    let mut mine = runs.iter().filter(|r| r.sweep_id == Some(sweep_id));
+    let Some(first) = mine.next() else {
+        return Vec::new();
+    };
     let mut keys: Vec<String> = Vec::new();
-    for run in &mine {
-        for key in run.config.keys() {
-            let first = mine[0].config.get(key);
-            let varies = mine.iter().any(|o| o.config.get(key) != first);
-            if varies && !keys.contains(key) {
+    for run in mine {
+        for key in first.config.keys().chain(run.config.keys()) {
+            if first.config.get(key) != run.config.get(key) && !keys.contains(key) {
                 keys.push(key.clone());
             }
         }
