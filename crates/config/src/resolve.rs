@@ -4,8 +4,8 @@
 
 use ddlab_core::data::DatasetConfig;
 use ddlab_core::nll::NllConfig;
-use ddlab_core::nn::{Preset, UNetConfig, UnknownPreset};
 use ddlab_core::nn::unet::CaptionConditioning;
+use ddlab_core::nn::{Preset, UNetConfig, UnknownPreset};
 use ddlab_core::sampler::{SamplerConfig, SamplerOptions};
 use ddlab_core::schedule::ScheduleConfig;
 use ddlab_core::text::{dataset_tokenizer, parse_prompt};
@@ -76,7 +76,10 @@ impl RunConfig {
 
     /// The preset with the explicit model keys applied, checked against the image size.
     fn model_config(&self, dataset: &DatasetConfig, image_size: usize) -> Checked<UNetConfig> {
-        let preset: Preset = self.model.parse().map_err(|e: UnknownPreset| invalid(e.to_string()))?;
+        let preset: Preset = self
+            .model
+            .parse()
+            .map_err(|e: UnknownPreset| invalid(e.to_string()))?;
         let mut model = preset.config();
         model.in_channels = dataset.channels_hint();
         if let Some(v) = self.base_channels {

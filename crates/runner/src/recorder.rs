@@ -3,7 +3,7 @@
 //! [`MetricBuffer`].
 
 use anyhow::Result;
-use ddlab_store::{MetricRow, NewSample, Store};
+use ddlab_store::{MetricRow, NewSample, OpenMode, Store};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,11 +21,21 @@ pub struct SyncStore {
 impl SyncStore {
     /// Opens the store at `url` (creating a SQLite file when `create`).
     pub fn connect(url: &str, create: bool) -> Result<Self> {
+        let mode = if create {
+            OpenMode::Create
+        } else {
+            OpenMode::Existing
+        };
+        Self::open(url, mode)
+    }
+
+    /// Opens the store at `url` as `mode` says; `ReadOnly` never creates or migrates it.
+    pub fn open(url: &str, mode: OpenMode) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?;
-        let store = rt.block_on(Store::connect(url, create))?;
+        let store = rt.block_on(Store::open(url, mode))?;
         Ok(Self {
             store,
             rt: Arc::new(rt),

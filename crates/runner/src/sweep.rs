@@ -5,7 +5,7 @@
 //! killed at any moment is finished by launching it again, and workers on other machines can
 //! join through a shared PostgreSQL database. Runs left `running` by a dead process are taken
 //! back: at once when that process was on this host and is gone, otherwise when its heartbeat
-//! is older than [`STALE_AFTER`].
+//! is older than [`ddlab_store::STALE_AFTER`].
 
 use anyhow::{Context, Result};
 use ddlab_core::Device;
@@ -22,10 +22,8 @@ use crate::files::run_dir;
 use crate::recorder::SyncStore;
 use crate::{DataCache, new_run, run_one, worker_info};
 use ddlab_config::{RunConfig, SweepSpec};
-use ddlab_store::WorkerInfo;
+use ddlab_store::{SweepAxes, WorkerInfo};
 
-/// A run whose heartbeat is older than this is taken to have lost its worker.
-pub const STALE_AFTER: Duration = Duration::from_secs(90);
 /// How often a live run refreshes its heartbeat.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 
@@ -47,6 +45,11 @@ pub fn register(
 ) -> Result<(SweepRow, usize)> {
     let s = store.store();
     let sweep = store.block(s.upsert_sweep(&spec.name, &spec.description, &spec.text))?;
+    let axes = SweepAxes {
+        grid_keys: spec.grid_keys.clone(),
+        base_keys: spec.base_keys.clone(),
+    };
+    store.block(s.set_sweep_axes(sweep.id, &axes))?;
     let before = store.block(s.runs(Some(sweep.id)))?.len();
     for r in &spec.runs {
         store.block(s.ensure_run(&new_run(
@@ -107,7 +110,7 @@ fn worker_is_dead_here(worker: Option<&str>) -> bool {
 /// host, or a Slurm array task that has ended. Returns how many.
 pub fn reclaim_orphans(store: &SyncStore, sweep_id: i64) -> Result<u64> {
     let s = store.store();
-    let mut n = store.block(s.requeue_stale(sweep_id, STALE_AFTER))?;
+    let mut n = store.block(s.requeue_stale(sweep_id, ddlab_store::STALE_AFTER))?;
     for r in store.block(s.runs(Some(sweep_id)))? {
         if r.status() != RunStatus::Running {
             continue;

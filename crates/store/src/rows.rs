@@ -1,12 +1,15 @@
 //! Row types: what the tables hold, as Rust sees them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
 use std::fmt;
 use std::str::FromStr;
 
-pub(crate) const SWEEP_COLS: &str = "id, name, description, spec_toml, created_at, slurm_job_id";
+pub(crate) const SWEEP_COLS: &str =
+    "id, name, description, spec_toml, created_at, slurm_job_id, axes_json";
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SweepRow {
     pub id: i64,
     pub name: String,
@@ -14,6 +17,45 @@ pub struct SweepRow {
     pub spec_toml: String,
     pub created_at: String,
     pub slurm_job_id: Option<String>,
+    /// The keys of its grid and base, as recorded at registration; None for a sweep
+    /// registered by a ddlab that did not record them (derive what varies from its runs).
+    pub axes: Option<SweepAxes>,
+}
+
+/// What a sweep spec says about its runs' config keys, recorded so that no reader parses the
+/// spec's TOML.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepAxes {
+    /// Keys of the spec's `[grid]`: what the sweep varies.
+    pub grid_keys: Vec<String>,
+    /// Keys of the spec's `[base]`: set explicitly for every run, so not defaults.
+    pub base_keys: Vec<String>,
+}
+
+// By hand because `axes_json` is JSON text decoded into a struct.
+impl<'r> sqlx::FromRow<'r, AnyRow> for SweepRow {
+    fn from_row(row: &'r AnyRow) -> sqlx::Result<SweepRow> {
+        let axes = match row.try_get::<Option<String>, _>("axes_json")? {
+            None => None,
+            Some(json) => {
+                Some(
+                    serde_json::from_str(&json).map_err(|e| sqlx::Error::ColumnDecode {
+                        index: "axes_json".into(),
+                        source: Box::new(e),
+                    })?,
+                )
+            }
+        };
+        Ok(SweepRow {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            description: row.try_get("description")?,
+            spec_toml: row.try_get("spec_toml")?,
+            created_at: row.try_get("created_at")?,
+            slurm_job_id: row.try_get("slurm_job_id")?,
+            axes,
+        })
+    }
 }
 
 /// A run's life: pending → running → completed | failed | interrupted (resumable).

@@ -2,6 +2,7 @@
 //! (`.ci/run` starts one), a real PostgreSQL database created fresh for each test.
 
 use ddlab_store::*;
+use sqlx::Row;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -65,8 +66,23 @@ async fn lifecycle(store: &Store) {
         .upsert_sweep("s1", "desc", "[sweep]\nname = \"s1\"")
         .await
         .unwrap();
-    let again = store.upsert_sweep("s1", "desc2", "[sweep]").await.unwrap();
+    let again = store.upsert_sweep("s1", "desc", "[sweep]").await.unwrap();
     assert_eq!(sweep.id, again.id);
+    assert_eq!(sweep.axes, None, "nothing recorded until the runner says");
+    let axes = SweepAxes {
+        grid_keys: vec!["schedule".into(), "T".into()],
+        base_keys: vec!["steps".into()],
+    };
+    store.set_sweep_axes(sweep.id, &axes).await.unwrap();
+    assert_eq!(store.sweep("s1").await.unwrap().axes, Some(axes.clone()));
+    let again = store.upsert_sweep("s1", "desc2", "[sweep]").await.unwrap();
+    assert_eq!(again.axes, Some(axes), "re-registering keeps them");
+    assert!(
+        store
+            .set_sweep_axes(-1, &SweepAxes::default())
+            .await
+            .is_err()
+    );
     assert_eq!(store.sweep("s1").await.unwrap().description, "desc2");
     assert!(
         store
@@ -306,4 +322,336 @@ async fn bad_urls_and_missing_files_are_one_sentence() {
         "{e}"
     );
     assert_eq!(redact("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+}
+
+async fn stalled_runs(store: &Store) {
+    let sweep = store.upsert_sweep("st", "", "").await.unwrap();
+    let fresh = store
+        .ensure_run(&new_run(Some(sweep.id), "h1", "linear", 10))
+        .await
+        .unwrap();
+    let silent = store
+        .ensure_run(&new_run(Some(sweep.id), "h2", "linear", 20))
+        .await
+        .unwrap();
+    let done = store
+        .ensure_run(&new_run(Some(sweep.id), "h3", "linear", 30))
+        .await
+        .unwrap();
+    for (n, run) in [&fresh, &silent, &done].into_iter().enumerate() {
+        store.start_run(run.id, "cpu", &worker(n)).await.unwrap();
+    }
+    store
+        .finish_run(done.id, RunStatus::Completed, None)
+        .await
+        .unwrap();
+    assert!(store.stalled_runs(None).await.unwrap().is_empty());
+    // Heartbeats older than STALE_AFTER: the silent one's worker is gone, the done one ended.
+    let old = "2000-01-01T00:00:00.000Z";
+    for id in [silent.id, done.id] {
+        sqlx::query("UPDATE runs SET heartbeat_at = $1 WHERE id = $2")
+            .bind(old)
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    let ids = |rows: Vec<RunRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.stalled_runs(None).await.unwrap()), [silent.id]);
+    assert_eq!(
+        ids(store.stalled_runs(Some(sweep.id)).await.unwrap()),
+        [silent.id]
+    );
+    assert!(
+        store
+            .stalled_runs(Some(sweep.id + 1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(STALE_AFTER, Duration::from_secs(90));
+}
+
+#[tokio::test]
+async fn stalled_runs_sqlite() {
+    let (store, _, _dir) = sqlite_store().await;
+    stalled_runs(&store).await;
+}
+
+#[tokio::test]
+async fn stalled_runs_postgres() {
+    if let Some((store, _)) = postgres_store("stalled").await {
+        stalled_runs(&store).await;
+    }
+}
+
+/// The first migration's version: the schema of the release before the sweep axes.
+const INITIAL_VERSION: i64 = 20261125000001;
+
+/// A SQLite file written as the previous release left it: only the initial migration, a sweep
+/// and a run.
+async fn previous_release_store(path: &std::path::Path) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&format!("{}?mode=rwc", sqlite_url(path)))
+        .await
+        .unwrap();
+    MIGRATOR_SQLITE
+        .run_to(INITIAL_VERSION, &pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO sweeps (name, spec_toml, created_at) VALUES ('old', '[grid]', '2026-11-30T00:00:00.000Z')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO runs (sweep_id, name, config_hash, config_json, dataset, model, schedule,
+                           timesteps, seed, steps_total, created_at)
+         VALUES (1, 'r', 'h', '{\"T\":10}', 'shapes', 'tiny', 'linear', 10, 0, 5, 'x')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn previous_release_store_opens_migrates_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    previous_release_store(&path).await;
+    let url = sqlite_url(&path);
+
+    // Read-only: refused untouched, with the way out.
+    let bytes = std::fs::read(&path).unwrap();
+    let e = Store::open_read_only(&url).await.unwrap_err().to_string();
+    assert!(
+        e.contains("older ddlab") && e.contains("run any writing command"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "not modified");
+
+    // Writing: migrated, rows kept, the old sweep without recorded axes.
+    let store = Store::connect(&url, false).await.unwrap();
+    let sweep = store.sweep("old").await.unwrap();
+    assert_eq!(
+        (sweep.spec_toml.as_str(), sweep.axes.clone()),
+        ("[grid]", None)
+    );
+    let runs = store.runs(Some(sweep.id)).await.unwrap();
+    assert_eq!(
+        (runs.len(), runs[0].config_json.as_str()),
+        (1, "{\"T\":10}")
+    );
+    store.close().await;
+    // Now current, so a reader opens it.
+    let reader = Store::open_read_only(&url).await.unwrap();
+    assert_eq!(reader.runs(None).await.unwrap().len(), 1);
+}
+
+/// A SQLite file of another application, built by `setup`; its bytes.
+async fn foreign_sqlite(path: &std::path::Path, setup: &[&str]) -> Vec<u8> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&format!("{}?mode=rwc", sqlite_url(path)))
+        .await
+        .unwrap();
+    for stmt in setup {
+        sqlx::query(sqlx::AssertSqlSafe(stmt.to_string()))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    std::fs::read(path).unwrap()
+}
+
+/// Every way of opening refuses `path` with one sentence containing `expected`, leaving the
+/// file as it was.
+async fn refused_untouched(path: &std::path::Path, expected: &str) {
+    let bytes = std::fs::read(path).unwrap();
+    let url = sqlite_url(path);
+    for mode in [OpenMode::Create, OpenMode::Existing, OpenMode::ReadOnly] {
+        let started = std::time::Instant::now();
+        let e = Store::open(&url, mode).await.unwrap_err().to_string();
+        assert!(e.contains(expected) && !e.contains('\n'), "{mode:?}: {e}");
+        assert!(e.contains("left it untouched"), "{mode:?}: {e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refused at once"
+        );
+        assert_eq!(std::fs::read(path).unwrap(), bytes, "{mode:?} modified it");
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_sqlite_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("random.bin");
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&path, &noise).unwrap();
+    refused_untouched(&path, "is not a SQLite database").await;
+    let short = dir.path().join("short.txt");
+    std::fs::write(&short, b"hello").unwrap();
+    refused_untouched(&short, "is not a SQLite database").await;
+}
+
+#[tokio::test]
+async fn another_applications_sqlite_database_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tables that clash with ddlab's, and no migrations table.
+    let clash = dir.path().join("clash.sqlite");
+    foreign_sqlite(
+        &clash,
+        &[
+            "CREATE TABLE runs (x INTEGER)",
+            "INSERT INTO runs VALUES (1)",
+        ],
+    )
+    .await;
+    refused_untouched(&clash, "its own `runs` table").await;
+    // Tables of its own only.
+    let other = dir.path().join("other.sqlite");
+    foreign_sqlite(&other, &["CREATE TABLE notes (body TEXT)"]).await;
+    refused_untouched(&other, "is not a ddlab store").await;
+    // Another sqlx application: a migrations table, but not ddlab's migrations.
+    let sqlx_app = dir.path().join("sqlx_app.sqlite");
+    foreign_sqlite(
+        &sqlx_app,
+        &[
+            "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL,
+             installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL,
+             checksum BLOB NOT NULL, execution_time BIGINT NOT NULL)",
+            "INSERT INTO _sqlx_migrations VALUES (1, 'init', CURRENT_TIMESTAMP, 1, x'00', 0)",
+            "CREATE TABLE users (name TEXT)",
+        ],
+    )
+    .await;
+    refused_untouched(&sqlx_app, "migrations are not ddlab's").await;
+}
+
+#[tokio::test]
+async fn a_newer_ddlabs_store_is_refused_untouched() {
+    let (store, url, _dir) = sqlite_store().await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (99991231000000, 'future', TRUE, x'00', 0)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.close().await;
+    let path = sqlite_path(&url).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    for mode in [OpenMode::Create, OpenMode::ReadOnly] {
+        let e = Store::open(&url, mode).await.unwrap_err().to_string();
+        assert!(
+            e.contains("newer ddlab") && e.contains("99991231000000"),
+            "{e}"
+        );
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn read_only_open_never_creates_migrates_or_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("sub/none.sqlite");
+    let e = Store::open_read_only(&sqlite_url(&missing))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not exist"), "{e}");
+    assert!(!missing.parent().unwrap().exists(), "nothing created");
+
+    let empty = dir.path().join("empty.sqlite");
+    std::fs::write(&empty, b"").unwrap();
+    let e = Store::open_read_only(&sqlite_url(&empty))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("holds no ddlab store yet"), "{e}");
+    assert_eq!(std::fs::read(&empty).unwrap(), b"", "not migrated");
+
+    let (store, url, _keep) = sqlite_store().await;
+    lifecycle(&store).await;
+    store.close().await;
+    let path = sqlite_path(&url).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let reader = Store::open_read_only(&url).await.unwrap();
+    assert_eq!(reader.mode(), OpenMode::ReadOnly);
+    assert_eq!(reader.summaries(Some("s1")).await.unwrap().len(), 2);
+    assert!(
+        reader.upsert_sweep("x", "", "").await.is_err(),
+        "writes fail"
+    );
+    reader.close().await;
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "not modified");
+}
+
+#[tokio::test]
+async fn an_empty_sqlite_path_is_one_sentence() {
+    for url in ["sqlite://", "sqlite:", "sqlite://?mode=rwc"] {
+        for mode in [OpenMode::Create, OpenMode::ReadOnly] {
+            let e = Store::open(url, mode).await.unwrap_err().to_string();
+            assert!(
+                e.contains("names no file") && !e.contains('\n'),
+                "{url}: {e}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_replaced_or_deleted_file_is_noticed() {
+    let (store, url, _dir) = sqlite_store().await;
+    assert_eq!(store.file_state(), FileState::Unchanged);
+    // Closed first, so that no WAL file of the old database is left beside the new one.
+    store.close().await;
+    let path = sqlite_path(&url).unwrap();
+    let moved = path.with_extension("moved");
+    std::fs::rename(&path, &moved).unwrap();
+    assert_eq!(store.file_state(), FileState::Deleted);
+    std::fs::copy(&moved, &path).unwrap();
+    assert_eq!(store.file_state(), FileState::Replaced);
+    let again = store.reopen().await.unwrap();
+    assert_eq!(again.file_state(), FileState::Unchanged);
+}
+
+#[tokio::test]
+async fn postgres_read_only_open_and_foreign_schema() {
+    let Some((store, url)) = postgres_store("readonly").await else {
+        return;
+    };
+    store.upsert_sweep("s", "", "").await.unwrap();
+    let reader = Store::open_read_only(&url).await.unwrap();
+    assert_eq!(reader.sweeps().await.unwrap().len(), 1);
+    assert!(
+        reader.upsert_sweep("x", "", "").await.is_err(),
+        "writes fail"
+    );
+    reader.close().await;
+    // ddlab's tables without ddlab's migrations record: another schema that clashes.
+    sqlx::query("DROP TABLE _sqlx_migrations")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    for mode in [OpenMode::Create, OpenMode::ReadOnly] {
+        let e = Store::open(&url, mode).await.unwrap_err().to_string();
+        assert!(
+            e.contains("is not a ddlab store") && !e.contains("ddlab@"),
+            "{e}"
+        );
+    }
+    let left: i64 = sqlx::query(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = '_sqlx_migrations'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(left, 0, "left untouched");
+    store.close().await;
 }

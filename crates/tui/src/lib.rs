@@ -66,7 +66,8 @@ pub fn run(db_url: &str, options: TuiOptions) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the dashboard's runtime")?;
-    let store = rt.block_on(Store::connect(db_url, false))?;
+    // A reader: never creates, migrates or writes the database.
+    let store = rt.block_on(Store::open_read_only(db_url))?;
     if let Some(sweep) = &options.sweep {
         rt.block_on(store.sweep(sweep))?;
     }

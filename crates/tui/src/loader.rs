@@ -3,17 +3,12 @@
 //! UI thread never waits for a query (a sweep may hold SQLite's write lock for a moment).
 
 use crate::snapshot::{Detail, RunInfo, SampleImage, Snapshot, SweepInfo};
-use ddlab_store::{RunStatus, Store, StoreError};
-use std::collections::{BTreeMap, HashMap};
+use ddlab_store::{FileState, RunStatus, Store, StoreError, SweepRow};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// A running run whose heartbeat is older than this has probably lost its worker. The runner
-/// requeues such runs after 90 s (`ddlab_runner::sweep::STALE_AFTER`); the dashboard says so
-/// as soon as the runner would.
-pub const STALLED_AFTER: Duration = Duration::from_secs(90);
 
 /// What the UI currently needs beyond the runs table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -43,7 +38,7 @@ struct CachedSeries {
 
 impl Loader {
     pub async fn load(&mut self, store: &Store, req: &Request) -> Result<Snapshot, StoreError> {
-        let sweeps: Vec<SweepInfo> = store.sweeps().await?.into_iter().map(sweep_info).collect();
+        let sweep_rows = store.sweeps().await?;
         let rows = store.runs(None).await?;
         let summaries: HashMap<i64, _> = store
             .summaries(None)
@@ -52,7 +47,13 @@ impl Loader {
             .map(|s| (s.run_id, s))
             .collect();
         let speeds = store.latest_metric_values("steps_per_s").await?;
-        let cutoff = stalled_cutoff();
+        // The store decides what "stalled" means, as it does for the runner's requeueing.
+        let stalled: HashSet<i64> = store
+            .stalled_runs(None)
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
 
         let mut runs = Vec::with_capacity(rows.len());
         for r in rows {
@@ -61,8 +62,6 @@ impl Loader {
                 continue;
             };
             let status = r.status();
-            let stalled = status == RunStatus::Running
-                && r.heartbeat_at.as_deref().is_some_and(|h| *h < *cutoff);
             let config = match serde_json::from_str::<serde_json::Value>(&r.config_json) {
                 Ok(serde_json::Value::Object(m)) => m,
                 _ => serde_json::Map::new(),
@@ -73,7 +72,7 @@ impl Loader {
                 sweep: s.sweep.clone(),
                 name: r.name,
                 status,
-                stalled,
+                stalled: stalled.contains(&r.id),
                 steps_done: r.steps_done,
                 steps_total: r.steps_total,
                 steps_per_s: speeds.get(&r.id).copied(),
@@ -98,6 +97,11 @@ impl Loader {
                 config,
             });
         }
+
+        let sweeps = sweep_rows
+            .into_iter()
+            .map(|s| sweep_info(s, &runs))
+            .collect();
 
         let mut series = BTreeMap::new();
         for &id in &req.series_runs {
@@ -147,6 +151,35 @@ impl Loader {
         })
     }
 
+    /// Like [`Loader::load`], after checking that the store's file is still the one opened:
+    /// a deleted file is reported instead of loaded (its open connections would go on
+    /// reading the unlinked file), and a replaced one, e.g. recreated by a new sweep, is
+    /// opened afresh and loaded from scratch.
+    pub async fn load_following_file(
+        &mut self,
+        store: &mut Store,
+        req: &Request,
+    ) -> Result<Snapshot, String> {
+        match store.file_state() {
+            FileState::Unchanged => {}
+            FileState::Deleted => {
+                return Err(format!(
+                    "the database {} was deleted; the runs shown are its last state",
+                    store.display_url()
+                ));
+            }
+            FileState::Replaced => {
+                let fresh = store.reopen().await.map_err(|e| {
+                    format!("the database file was replaced and cannot be read: {e}")
+                })?;
+                store.close().await;
+                *store = fresh;
+                *self = Loader::default();
+            }
+        }
+        self.load(store, req).await.map_err(|e| e.to_string())
+    }
+
     async fn detail(&mut self, store: &Store, run_id: i64) -> Result<Detail, StoreError> {
         let evals = store.evals(run_id).await?;
         // Metadata first: the PNG is fetched and decoded only when a newer grid exists.
@@ -180,28 +213,40 @@ impl Loader {
     }
 }
 
-/// Timestamps in the store are fixed-width RFC 3339 UTC text, so text order is time order.
-fn stalled_cutoff() -> String {
-    let t = chrono::Utc::now()
-        - chrono::Duration::from_std(STALLED_AFTER).unwrap_or(chrono::Duration::zero());
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn sweep_info(s: ddlab_store::SweepRow) -> SweepInfo {
-    let spec = s.spec_toml.parse::<toml::Table>().unwrap_or_default();
-    let keys = |section: &str| -> Vec<String> {
-        spec.get(section)
-            .and_then(|v| v.as_table())
-            .map(|t| t.keys().cloned().collect())
-            .unwrap_or_default()
+/// A sweep as the dashboard shows it. Its axes come from the store; a sweep registered by a
+/// ddlab that did not record them gets, as grid keys, the config keys its runs differ in (and
+/// no base keys: those cannot be told from defaults).
+fn sweep_info(s: SweepRow, runs: &[RunInfo]) -> SweepInfo {
+    let (grid_keys, base_keys) = match s.axes {
+        Some(axes) => (axes.grid_keys, axes.base_keys),
+        None => (varying_keys(s.id, runs), Vec::new()),
     };
     SweepInfo {
         id: s.id,
-        grid_keys: keys("grid"),
-        base_keys: keys("base"),
+        grid_keys,
+        base_keys,
         name: s.name,
         description: s.description,
     }
+}
+
+/// The config keys whose values differ between runs of sweep `sweep_id` (a missing key
+/// differs from any value), roughly in the order they appear in its runs' configs. Each run
+/// is compared with the first, so this stays linear in the runs on every refresh.
+fn varying_keys(sweep_id: i64, runs: &[RunInfo]) -> Vec<String> {
+    let mut mine = runs.iter().filter(|r| r.sweep_id == Some(sweep_id));
+    let Some(first) = mine.next() else {
+        return Vec::new();
+    };
+    let mut keys: Vec<String> = Vec::new();
+    for run in mine {
+        for key in first.config.keys().chain(run.config.keys()) {
+            if first.config.get(key) != run.config.get(key) && !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
+    }
+    keys
 }
 
 /// Tells the loader thread what to do.
@@ -250,7 +295,7 @@ impl Drop for LoaderHandle {
 /// [`LoaderHandle::refresh_now`]. Each result goes to `deliver`; it returns false to stop.
 pub fn spawn<F>(
     rt: tokio::runtime::Runtime,
-    store: Store,
+    mut store: Store,
     refresh: Duration,
     initial: Request,
     mut deliver: F,
@@ -281,9 +326,7 @@ where
                         Err(TryRecvError::Empty) => break,
                     }
                 }
-                let result = rt
-                    .block_on(loader.load(&store, &req))
-                    .map_err(|e| e.to_string());
+                let result = rt.block_on(loader.load_following_file(&mut store, &req));
                 if !deliver(result) {
                     break;
                 }

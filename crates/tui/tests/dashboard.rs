@@ -4,7 +4,9 @@
 //! diff). The temporary directory and wall-clock times are filtered out; run ids come from a
 //! fresh database, so they are the same on every run and stay in.
 
-use ddlab_store::{MetricRow, NewRun, NewSample, RunStatus, Store, WorkerInfo, sqlite_url};
+use ddlab_store::{
+    MetricRow, NewRun, NewSample, RunStatus, Store, SweepAxes, WorkerInfo, sqlite_url,
+};
 use ddlab_tui::action::Action;
 use ddlab_tui::halfblock::ColorMode;
 use ddlab_tui::layout::Tab;
@@ -221,6 +223,14 @@ fn running_sweep(fx: &Fixture) -> Ids {
             )
             .await
             .unwrap();
+        // As the runner records them at registration (in the order the TOML table gave them).
+        let axes = SweepAxes {
+            grid_keys: vec!["T".into(), "schedule".into()],
+            base_keys: ["dataset", "lr", "model", "steps"]
+                .map(String::from)
+                .to_vec(),
+        };
+        s.set_sweep_axes(sweep.id, &axes).await.unwrap();
         let mut ids = Vec::new();
         for (schedule, t) in [
             ("linear", 100),
@@ -696,4 +706,72 @@ fn selected_row_stays_readable() {
         }
     }
     assert!(checked > 40, "{checked} cells checked");
+}
+
+#[test]
+fn sweep_without_recorded_axes_varies_what_its_runs_differ_in() {
+    let fx = Fixture::new();
+    let ids = running_sweep(&fx);
+    // As a sweep registered by the previous release: no axes recorded.
+    fx.block(sqlx::query("UPDATE sweeps SET axes_json = NULL").execute(fx.store.pool()))
+        .unwrap();
+    let mut loader = Loader::default();
+    let snap = fx
+        .block(loader.load(&fx.store, &Default::default()))
+        .unwrap();
+    let mut grid = snap.sweeps[0].grid_keys.clone();
+    grid.sort();
+    assert_eq!(grid, ["T", "schedule"]);
+    assert!(snap.sweeps[0].base_keys.is_empty());
+    assert!(snap.runs.iter().any(|r| r.id == ids.running));
+}
+
+#[test]
+fn deleted_database_is_reported_and_a_recreated_one_reopened() {
+    let fx = Fixture::new();
+    running_sweep(&fx);
+    let path = fx.dir.path().join("ddlab.sqlite");
+    let url = sqlite_url(&path);
+    let mut store = fx.block(Store::open_read_only(&url)).unwrap();
+    let mut loader = Loader::default();
+    let req = Default::default();
+    let before = fx
+        .block(loader.load_following_file(&mut store, &req))
+        .unwrap();
+    assert_eq!(before.runs.len(), 5);
+    // Loaded now: once the file is gone, the fixture's own pool would create an empty one.
+    let (mut app, _) = fx.app(120, 30, "");
+
+    // Deleted (with its WAL files) while the dashboard and the fixture still hold it open.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let err = fx
+        .block(loader.load_following_file(&mut store, &req))
+        .unwrap_err();
+    assert!(err.contains("was deleted"), "{err}");
+    app.apply(Err(err));
+    assert!(render(&app).contains("was deleted"), "the header says so");
+
+    // A new sweep recreates the file: the dashboard shows its runs, not the old ones.
+    let fresh = fx.block(Store::connect(&url, true)).unwrap();
+    let run = fx
+        .block(fresh.ensure_run(&NewRun {
+            sweep_id: None,
+            name: "after-recreation".into(),
+            config_hash: "h".into(),
+            config_json: "{}".into(),
+            dataset: "shapes".into(),
+            model: "small".into(),
+            schedule: "linear".into(),
+            timesteps: 100,
+            seed: 0,
+            steps_total: 10,
+        }))
+        .unwrap();
+    let after = fx
+        .block(loader.load_following_file(&mut store, &req))
+        .unwrap();
+    let names: Vec<_> = after.runs.iter().map(|r| (r.id, r.name.as_str())).collect();
+    assert_eq!(names, [(run.id, "after-recreation")]);
 }

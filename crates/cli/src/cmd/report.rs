@@ -24,7 +24,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let store = SyncStore::connect(&a.db.db, false)?;
+    let store = SyncStore::open(&a.db.db, ddlab_store::OpenMode::ReadOnly)?;
     let dir = a.out.unwrap_or_else(|| default_dir(&a.sweep));
     let r = write_report(&store, &a.sweep, &dir)?;
     println!(

@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let store = SyncStore::connect(&a.db.db, false)?;
+    let store = SyncStore::open(&a.db.db, ddlab_store::OpenMode::ReadOnly)?;
     if let Some(s) = &a.sweep {
         store.block(store.store().sweep(s))?;
     }

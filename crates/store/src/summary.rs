@@ -1,11 +1,28 @@
-//! Read queries for the live dashboard (`ddlab tui`), which refreshes every second while a sweep
-//! writes: each one is a handful of index seeks, never a scan of the metrics table.
+//! Per-run summaries across tables: the `run_summary` view and the newest value of a metric
+//! for every run. Readers that refresh every second while a sweep writes (the dashboard) use
+//! them, so each is a handful of index seeks, never a scan of the metrics table.
 
-use crate::{Result, Store};
+use crate::rows::SUMMARY_COLS;
+use crate::{Result, RunSummary, Store, sql};
 use sqlx::Row;
 use std::collections::HashMap;
 
 impl Store {
+    /// One row per run from the `run_summary` view.
+    pub async fn summaries(&self, sweep: Option<&str>) -> Result<Vec<RunSummary>> {
+        let q = match sweep {
+            Some(_) => {
+                format!("SELECT {SUMMARY_COLS} FROM run_summary WHERE sweep = $1 ORDER BY run_id")
+            }
+            None => format!("SELECT {SUMMARY_COLS} FROM run_summary ORDER BY run_id"),
+        };
+        let mut query = sqlx::query_as::<_, RunSummary>(sql(q));
+        if let Some(s) = sweep {
+            query = query.bind(s);
+        }
+        Ok(query.fetch_all(self.pool()).await?)
+    }
+
     /// The newest non-NULL value of metric `name` for every run that has one, by run id.
     /// One seek per run on the metrics primary key (run_id, name, step), read backwards.
     pub async fn latest_metric_values(&self, name: &str) -> Result<HashMap<i64, f64>> {
@@ -94,7 +111,7 @@ mod tests {
             return;
         };
         sqlx::any::install_default_drivers();
-        let name = format!("ddlab_t_dashboard_{}", std::process::id());
+        let name = format!("ddlab_t_summary_{}", std::process::id());
         let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
         for stmt in [
             format!("DROP DATABASE IF EXISTS {name}"),
