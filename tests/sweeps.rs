@@ -246,3 +246,65 @@ fn a_second_database_never_resumes_another_databases_checkpoint() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 completed"));
     assert_eq!(sqlite_rows(&a, loss_rows)[0], full);
 }
+
+/// A checkpoint is written just before the grid of the same step is drawn; a kill between the
+/// two used to lose that grid for good (the relaunch resumed after it). Killed while drawing a
+/// scheduled grid, the relaunched sweep draws it, and every scheduled grid exists exactly once.
+#[test]
+fn a_grid_lost_to_a_kill_during_sampling_is_drawn_on_relaunch_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path());
+    // Slow grids (64 images, 40 DDIM steps) leave a wide window between checkpoint and grid.
+    let spec = write_spec(
+        dir.path(),
+        "grids",
+        1,
+        "steps = 30\ncheckpoint_every = 10\nsample_every = 10\nsample_count = 64\n\
+         sample_steps = 40\neval_nll = false\n",
+    );
+    let grid_rows = |step: i64| -> usize {
+        sqlite_rows(&db, &format!("SELECT COUNT(*) FROM samples WHERE step = {step}"))[0][0]
+            .parse()
+            .unwrap()
+    };
+    let mut killed_at = None;
+    for attempt in 0..3 {
+        let mut child = ddlab()
+            .current_dir(dir.path())
+            .args(["sweep"])
+            .arg(&spec)
+            .args(["--db", &db, "--no-report"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill as soon as a checkpoint at a grid step is recorded: its grid is being drawn.
+        let mut ck = 0i64;
+        let reached = wait_until(Duration::from_secs(300), || {
+            if !dir.path().join("ddlab.sqlite").exists() {
+                return false;
+            }
+            let rows = sqlite_rows(&db, "SELECT checkpoint_step FROM runs WHERE id = 1");
+            ck = rows.first().and_then(|r| r[0].parse().ok()).unwrap_or(0);
+            ck > 0 && ck < 30 && grid_rows(ck) == 0
+        });
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if reached && grid_rows(ck) == 0 {
+            killed_at = Some(ck);
+            break;
+        }
+        assert!(attempt < 2, "never killed a sweep between a checkpoint and its grid");
+    }
+    let ck = killed_at.unwrap();
+    run_ok(
+        ddlab()
+            .current_dir(dir.path())
+            .args(["sweep"])
+            .arg(&spec)
+            .args(["--db", &db, "--no-report"]),
+    );
+    for step in [10, 20, 30] {
+        assert_eq!(grid_rows(step), 1, "grid of step {step} (killed at {ck})");
+    }
+}
