@@ -19,15 +19,15 @@ use std::time::{Duration, Instant};
 /// The tests of this file each start `ddlab` processes; on two cores they go one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// A case may take this long before it counts as "does not fail fast".
-const FAST: Duration = Duration::from_secs(6);
-/// A case still running after this long is killed.
-const KILL_AFTER: Duration = Duration::from_secs(20);
-/// Address space a case may use: enough for a tiny run, far below what the runaway sizes of
-/// the corpus ask for (they then fail in seconds instead of meeting the OOM killer).
-const MEMORY_LIMIT: u64 = 4 << 30;
+/// Every case fails within this time or is killed (a refused connection or a file that is not
+/// SQLite must not wait out a pool timeout).
+const DEADLINE: Duration = Duration::from_secs(5);
+/// Address space a case may use (with at most two malloc arenas): enough for a tiny run, far
+/// below what the runaway sizes of the corpus ask for, which then fail in a second instead of
+/// meeting the OOM killer minutes later.
+const MEMORY_LIMIT: u64 = 3 << 29;
 
-/// The store a case runs against (`{db}`, `{dbfile}`) and what must hold for it afterwards.
+/// The store a case runs against (`{db}`) and what must hold for it afterwards.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Db {
     /// No database.
@@ -58,7 +58,18 @@ struct Case {
     db: Db,
     /// Expected in stderr; `|` separates alternatives.
     needle: &'static str,
+    /// Must not be in stderr (a message that names the wrong problem).
+    avoid: Option<&'static str>,
     fixed_by_now: bool,
+}
+
+impl Case {
+    const fn avoiding(self, text: &'static str) -> Case {
+        Case {
+            avoid: Some(text),
+            ..self
+        }
+    }
 }
 
 const fn case(
@@ -73,6 +84,7 @@ const fn case(
         args,
         db,
         needle,
+        avoid: None,
         fixed_by_now,
     }
 }
@@ -132,19 +144,19 @@ const CASES: &[Case] = &[
     case("train_device_unknown", tiny!["train", "--db", "{db}", "--device", "tpu"], Absent, "tpu", true),
 
     // ---- Item 1: names that escape their folder, or are no names at all.
-    case("sweep_name_dotdot", &["sweep", "{fx}/name_dotdot.toml", "--db", "{db}"], Rows, "name", false),
-    case("sweep_name_dot", &["sweep", "{fx}/name_dot.toml", "--db", "{db}"], Rows, "name", false),
-    case("sweep_name_newline", &["sweep", "{fx}/name_newline.toml", "--db", "{db}"], Rows, "control|newline", false),
-    case("sweep_name_nul", &["sweep", "{fx}/name_nul.toml", "--db", "{db}"], Rows, "control|NUL", false),
-    case("sweep_name_5000_chars", &["sweep", "{gen}/name_long.toml", "--db", "{db}"], Rows, "characters|long", false),
-    case("sweep_name_empty", &["sweep", "{fx}/name_empty.toml", "--db", "{db}"], Rows, "name", true),
+    case("sweep_name_dotdot", &["sweep", "{fx}/sweep_dotdot.toml", "--db", "{db}"], Rows, "name", false),
+    case("sweep_name_dot", &["sweep", "{fx}/sweep_dot.toml", "--db", "{db}"], Rows, "name", false),
+    case("sweep_name_newline", &["sweep", "{fx}/sweep_newline.toml", "--db", "{db}"], Rows, "name", false).avoiding("without `/`"),
+    case("sweep_name_nul", &["sweep", "{fx}/sweep_nul.toml", "--db", "{db}"], Rows, "name", false).avoiding("without `/`"),
+    case("sweep_name_5000_chars", &["sweep", "{gen}/longest.toml", "--db", "{db}"], Rows, "characters|5000|5,000|too long", false),
+    case("sweep_name_empty", &["sweep", "{fx}/sweep_empty.toml", "--db", "{db}"], Rows, "name", true),
     case("report_sweep_dotdot", &["report", "--sweep", "..", "--db", "{db}"], BytesAfter("UPDATE sweeps SET name = '..'"), "name", false),
     case("train_name_empty", tiny!["train", "--name", "", "--db", "{db}"], Rows, "name", false),
-    case("train_name_newline", tiny!["train", "--name", "a\nb", "--db", "{db}"], Rows, "control|newline", false),
-    case("train_name_5000_chars", tiny!["train", "--name", "{long}", "--db", "{db}"], Rows, "characters|long", false),
+    case("train_name_newline", tiny!["train", "--name", "a\nb", "--db", "{db}"], Rows, "name", false),
+    case("train_name_5000_chars", tiny!["train", "--name", "{long}", "--db", "{db}"], Rows, "characters|5000|5,000|too long", false),
 
     // ---- Item 2: run artifacts belong to their database.
-    case("resume_into_a_fresh_database", &["train", "--resume", "1", "--db", "{db}", "--out", "{prepared}/runs"], Absent, "run 1", false),
+    case("resume_into_a_fresh_database", &["train", "--resume", "1", "--db", "{db}", "--out", "{prepared}/runs"], Absent, "id 1|run 1", false),
     case("work_on_a_fresh_database", &["work", "--sweep", "one-run", "--db", "{db}", "--out", "{prepared}/runs"], Absent, "db.sqlite", true),
 
     // ---- Item 4: databases that are not ddlab's, or not SQLite; bad URLs.
@@ -159,8 +171,8 @@ const CASES: &[Case] = &[
     case("runs_missing_db", &["runs", "--db", "{db}"], Absent, "does not exist", true),
     case("runs_db_is_a_folder", &["runs", "--db", "sqlite://{case}"], Db::None, "{case}", true),
     case("runs_unsupported_url", &["runs", "--db", "mysql://127.0.0.1:1/x"], Db::None, "mysql://", true),
-    case("runs_postgres_refused", &["runs", "--db", "postgres://ddlab@127.0.0.1:1/ddlab"], Db::None, "127.0.0.1", true),
-    case("sweep_postgres_refused", &["sweep", "{fx}/one_run.toml", "--db", "postgres://ddlab@127.0.0.1:1/ddlab"], Db::None, "127.0.0.1", true),
+    case("runs_postgres_refused", &["runs", "--db", "postgres://ddlab@127.0.0.1:1/ddlab"], Db::None, "127.0.0.1", false),
+    case("sweep_postgres_refused", &["sweep", "{fx}/one_run.toml", "--db", "postgres://ddlab@127.0.0.1:1/ddlab"], Db::None, "127.0.0.1", false),
     case("runs_unknown_sweep", &["runs", "--sweep", "nosuch", "--db", "{db}"], Bytes, "nosuch", true),
     case("report_unknown_sweep", &["report", "--sweep", "nosuch", "--db", "{db}", "--out", "{case}/report"], Bytes, "nosuch", true),
     case("cancel_without_slurm_job", &["cancel", "--sweep", "one-run", "--db", "{db}"], Bytes, "no Slurm job", true),
@@ -179,12 +191,12 @@ const CASES: &[Case] = &[
     case("grid_of_a_million_runs", &["sweep", "{gen}/million.toml", "--db", "{db}"], Rows, "--yes|--max-runs", false),
 
     // ---- Item 7: images the model cannot take; corrupt IDX, gzip, CIFAR and images.
-    case("idx_images_0x0", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_0x0"], Rows, "0×0|0x0", false),
-    case("idx_images_1x1", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_1x1"], Rows, "1×1|1x1", false),
-    case("idx_images_28x7", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_28x7"], Rows, "28×7|28x7|7×28|7x28", false),
-    case("sweep_idx_images_28x7", &["sweep", "{fx}/one_run.toml", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_28x7"], Rows, "28×7|28x7|7×28|7x28", false),
-    case("eval_nll_on_20x20_data", &["eval", "--nll", "--images", "4", "--timesteps", "2", "--checkpoint", "{ck}", "--data-dir", "{gen}/idx_20x20"], Db::None, "20×20|20x20", false),
-    case("eval_nll_on_28x7_data", &["eval", "--nll", "--images", "4", "--timesteps", "2", "--checkpoint", "{ck}", "--data-dir", "{gen}/idx_28x7"], Db::None, "28×7|28x7|7×28|7x28", false),
+    case("idx_images_0x0", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_zero"], Rows, "0×0|0x0", false),
+    case("idx_images_1x1", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_one"], Rows, "1×1|1x1", false),
+    case("idx_images_28x7", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_narrow"], Rows, "28×7|28x7|7×28|7x28", false),
+    case("sweep_idx_images_28x7", &["sweep", "{fx}/one_run.toml", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_narrow"], Rows, "28×7|28x7|7×28|7x28", false),
+    case("eval_nll_on_20x20_data", &["eval", "--nll", "--images", "4", "--timesteps", "2", "--checkpoint", "{ck}", "--data-dir", "{gen}/idx_small"], Db::None, "20×20|20x20", false),
+    case("eval_nll_on_28x7_data", &["eval", "--nll", "--images", "4", "--timesteps", "2", "--checkpoint", "{ck}", "--data-dir", "{gen}/idx_narrow"], Db::None, "28×7|28x7|7×28|7x28", false),
     case("idx_corrupt_gzip", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_bad_gzip"], Absent, "corrupt gzip", true),
     case("idx_bad_magic", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_bad_magic"], Absent, "not an IDX file", true),
     case("idx_truncated_body", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_truncated"], Absent, "header promises", true),
@@ -208,13 +220,13 @@ const CASES: &[Case] = &[
     case("eval_checkpoint_truncated", &["eval", "--nll", "--checkpoint", "{gen}/truncated.safetensors"], Db::None, "truncated.safetensors", true),
     case("sample_clip_random_bytes", &["sample", "--checkpoint", "{ck}", "--guidance", "clip", "--prompt", "a handwritten three", "--clip", "{gen}/random.safetensors", "--out", "{case}/s.png"], Db::None, "random.safetensors", true),
     // Item 11: a judge that cannot be read is reported before the sampling, not after.
-    case("sample_judge_random_bytes", &["sample", "--checkpoint", "{ck}", "-n", "16", "--sampler", "ddpm", "--judge", "{gen}/random.safetensors", "--prompt", "a handwritten three", "--out", "{case}/s.png"], Db::None, "random.safetensors", false),
+    case("sample_judge_random_bytes", &["sample", "--checkpoint", "{ck}", "-n", "16", "--sampler", "ddpm", "--judge", "{gen}/random.safetensors", "--out", "{case}/s.png"], Db::None, "random.safetensors|prompt", false),
 
     // ---- Sampling and evaluation flags.
     case("sample_zoom_zero", &["sample", "--checkpoint", "{ck}", "-n", "1", "--zoom", "0", "--out", "{case}/s.png"], Db::None, "zoom", false),
     case("sample_n_zero", &["sample", "--checkpoint", "{ck}", "-n", "0", "--out", "{case}/s.png"], Db::None, "--n", true),
     case("sample_steps_above_t", &["sample", "--checkpoint", "{ck}", "--steps", "500", "--out", "{case}/s.png"], Db::None, "500", true),
-    case("sample_eta_negative", &["sample", "--checkpoint", "{ck}", "--eta=-1", "--out", "{case}/s.png"], Db::None, "eta", true),
+    case("sample_eta_negative", &["sample", "--checkpoint", "{ck}", "--eta=-1", "--out", "{case}/s.png"], Db::None, "η|eta", true),
     case("sample_variance_unknown", &["sample", "--checkpoint", "{ck}", "--sampler", "ddpm", "--variance", "banana", "--out", "{case}/s.png"], Db::None, "banana", true),
     case("sample_spacing_unknown", &["sample", "--checkpoint", "{ck}", "--spacing", "banana", "--out", "{case}/s.png"], Db::None, "banana", true),
     case("eval_without_nll", &["eval", "--checkpoint", "{ck}"], Db::None, "--nll", true),
@@ -232,8 +244,8 @@ const CASES: &[Case] = &[
     case("sweep_device_unknown", &["sweep", "{fx}/one_run.toml", "--device", "tpu", "--db", "{db}"], Rows, "tpu", true),
 
     // ---- Read-only folders and full disks.
-    case("sample_out_read_only", &["sample", "--checkpoint", "{ck}", "-n", "1", "--out", "{ro}/s.png"], Db::None, "s.png", true),
-    case("sample_out_full_disk", &["sample", "--checkpoint", "{ck}", "-n", "1", "--out", "{fullfile}"], Db::None, "s.png|/dev/full", true),
+    case("sample_out_read_only", &["sample", "--checkpoint", "{ck}", "-n", "1", "--out", "{ro}/s.png"], Db::None, "s.png", false),
+    case("sample_out_full_disk", &["sample", "--checkpoint", "{ck}", "-n", "1", "--out", "{fullfile}"], Db::None, "s.png|/dev/full", false),
     case("train_db_in_read_only_folder", tiny!["train", "--db", "sqlite://{ro}/db.sqlite"], Db::None, "db.sqlite", true),
     case("train_out_read_only", tiny!["train", "--db", "{db}", "--out", "{ro}/runs"], Rows, "runs", false),
     case("train_out_full_disk", tiny!["train", "--db", "{db}", "--out", "{full}/runs"], Rows, "runs|space", false),
@@ -321,10 +333,10 @@ fn write(path: PathBuf, bytes: impl AsRef<[u8]>) {
 /// The data files too large or too binary to commit.
 fn generate_fixtures(g: &Path) {
     write_idx_set(&g.join("idx_28"), 16, 28, 28);
-    write_idx_set(&g.join("idx_0x0"), 16, 0, 0);
-    write_idx_set(&g.join("idx_1x1"), 16, 1, 1);
-    write_idx_set(&g.join("idx_28x7"), 16, 28, 7);
-    write_idx_set(&g.join("idx_20x20"), 16, 20, 20);
+    write_idx_set(&g.join("idx_zero"), 16, 0, 0);
+    write_idx_set(&g.join("idx_one"), 16, 1, 1);
+    write_idx_set(&g.join("idx_narrow"), 16, 28, 7);
+    write_idx_set(&g.join("idx_small"), 16, 20, 20);
 
     let labels = idx_bytes(&[16], &[1; 16]);
     let images = idx_bytes(&[16, 28, 28], &[7; 16 * 28 * 28]);
@@ -372,7 +384,7 @@ fn generate_fixtures(g: &Path) {
     )
     .unwrap();
     write(
-        g.join("name_long.toml"),
+        g.join("longest.toml"),
         spec.replace("\"one-run\"", &format!("\"{}\"", "n".repeat(5000))),
     );
     // 100 × 100 × 100 valid runs.
@@ -389,7 +401,8 @@ fn generate_fixtures(g: &Path) {
     write(g.join("million.toml"), million);
 }
 
-/// A SQLite file with another program's tables, one named like ddlab's.
+/// A SQLite file with another program's tables, one named like ddlab's, in SQLite's default
+/// rollback-journal mode.
 fn write_foreign_sqlite(file: &Path) {
     let url = format!("{}?mode=rwc", url_of(file));
     sqlite_rows(
@@ -397,6 +410,8 @@ fn write_foreign_sqlite(file: &Path) {
         "CREATE TABLE runs (id INTEGER PRIMARY KEY, athlete TEXT, km REAL)",
     );
     sqlite_rows(&url, "INSERT INTO runs (athlete, km) VALUES ('ann', 5.0)");
+    // The default of other programs (sqlx chose WAL on creating it).
+    sqlite_rows(&url, "PRAGMA journal_mode = DELETE");
 }
 
 /// One completed tiny run on 28×28 IDX images: the store and checkpoint many cases start from.
@@ -487,10 +502,9 @@ struct Ran {
     status: Option<ExitStatus>,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
-    secs: f64,
 }
 
-/// Runs `cmd` under the corpus's memory limit, killing it after `KILL_AFTER`.
+/// Runs `cmd` under the corpus's memory limit, killing it after `DEADLINE`.
 fn run_limited(mut cmd: Command) -> Ran {
     // SAFETY: only async-signal-safe setrlimit calls between fork and exec.
     unsafe {
@@ -528,7 +542,7 @@ fn run_limited(mut cmd: Command) -> Ran {
         if let Some(s) = child.try_wait().unwrap() {
             break Some(s);
         }
-        if t.elapsed() > KILL_AFTER {
+        if t.elapsed() > DEADLINE {
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -539,7 +553,6 @@ fn run_limited(mut cmd: Command) -> Ran {
         status,
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
-        secs: t.elapsed().as_secs_f64(),
     }
 }
 
@@ -590,9 +603,8 @@ impl Env {
     /// Replaces the placeholders of one argument.
     fn expand(&self, arg: &str, case_dir: &Path, db_file: &Path) -> String {
         let long = "n".repeat(5000);
-        let subs: [(&str, String); 11] = [
+        let subs: [(&str, String); 10] = [
             ("{db}", url_of(db_file)),
-            ("{dbfile}", db_file.display().to_string()),
             ("{case}", case_dir.display().to_string()),
             ("{fx}", self.fx.display().to_string()),
             ("{gen}", self.gen_dir.display().to_string()),
@@ -618,8 +630,9 @@ impl Env {
     }
 
     /// Runs one case; returns its problems (empty: it behaved), or Err(why it was skipped).
-    fn run_case(&self, c: &Case) -> Result<Vec<String>, String> {
-        let case_dir = self.root.join("cases").join(c.name);
+    fn run_case(&self, number: usize, c: &Case) -> Result<Vec<String>, String> {
+        // Numbered, not named: a needle must not be found in a path that merely repeats it.
+        let case_dir = self.root.join("cases").join(format!("{number:03}"));
         let cwd = case_dir.join("cwd");
         std::fs::create_dir_all(&cwd).unwrap();
         let db_file = case_dir.join("db.sqlite");
@@ -649,9 +662,17 @@ impl Env {
         cmd.current_dir(&cwd)
             .args(&args)
             .env("RUST_BACKTRACE", "1")
+            .env("MALLOC_ARENA_MAX", "2")
             .env_remove("DDLAB_THREADS");
         let ran = run_limited(cmd);
         let mut problems = check_output(&ran, &self.expand(c.needle, &case_dir, &db_file));
+        let err = String::from_utf8_lossy(&ran.stderr);
+        if let Some(avoid) = c.avoid.filter(|a| err.contains(a)) {
+            problems.push(format!("stderr names the wrong problem ({avoid:?})"));
+        }
+        if std::env::var_os("BAD_INPUTS_SHOW").is_some() {
+            eprintln!("{}: {err:?}", c.name);
+        }
         problems.extend(check_store(&before, &db_file));
         let left: Vec<String> = std::fs::read_dir(&cwd)
             .unwrap()
@@ -671,7 +692,7 @@ fn check_output(ran: &Ran, needle: &str) -> Vec<String> {
     let mut problems = vec![];
     let err = String::from_utf8_lossy(&ran.stderr);
     match ran.status {
-        None => problems.push(format!("still running after {KILL_AFTER:?}; killed")),
+        None => problems.push(format!("still running after {DEADLINE:?}; killed")),
         Some(s) if s.success() => problems.push(format!(
             "exit 0 (stdout: {:?})",
             String::from_utf8_lossy(&ran.stdout)
@@ -707,9 +728,6 @@ fn check_output(ran: &Ran, needle: &str) -> Vec<String> {
     }
     if !needle.split('|').any(|n| err.contains(n)) {
         problems.push(format!("stderr lacks {needle:?}"));
-    }
-    if ran.secs > FAST.as_secs_f64() && ran.status.is_some() {
-        problems.push(format!("took {:.1} s", ran.secs));
     }
     problems
 }
@@ -773,9 +791,9 @@ fn every_bad_input_is_one_sentence_a_nonzero_exit_and_no_change() {
     eprintln!("prepared in {:.1} s", t.elapsed().as_secs_f64());
     let (mut regressions, mut still_open, mut now_pass, mut skipped) =
         (vec![], vec![], vec![], vec![]);
-    for c in CASES {
+    for (i, c) in CASES.iter().enumerate() {
         let t = Instant::now();
-        let result = env.run_case(c);
+        let result = env.run_case(i, c);
         let secs = t.elapsed().as_secs_f64();
         match result {
             Err(why) => skipped.push(format!("{}: {why}", c.name)),
