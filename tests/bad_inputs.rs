@@ -89,15 +89,17 @@ const fn case(
     }
 }
 
-/// The tiny run keys as `--set` pairs, for commands spelled out in the table.
+/// The command before `;`, then the tiny run keys as `--set` pairs, then the case's own
+/// arguments after `;` (which win: a later `--set` of a key overrides an earlier one).
 macro_rules! tiny {
-    ($($arg:expr),* $(,)?) => {
+    ($($head:expr),+ ; $($arg:expr),* $(,)?) => {
         &[
-            $($arg,)*
+            $($head,)+
             "--set", "model=tiny", "--set", "shapes_count=200", "--set", "batch_size=8",
             "--set", "T=50", "--set", "sample_count=4", "--set", "sample_steps=5",
             "--set", "nll_images=8", "--set", "nll_timesteps=3", "--set", "warmup_steps=2",
             "--set", "steps=4",
+            $($arg,)*
         ]
     };
 }
@@ -131,17 +133,17 @@ const CASES: &[Case] = &[
     case("spec_schedule_is_a_number", &["sweep", "{fx}/schedule_number.toml", "--db", "{db}"], Rows, "cosine", false),
 
     // ---- `--set` and config files of single runs.
-    case("set_without_equals", tiny!["train", "--db", "{db}", "--set", "steps"], Absent, "expected key=value", true),
-    case("set_unknown_key", tiny!["train", "--db", "{db}", "--set", "shedule=cosine"], Absent, "did you mean `schedule`", true),
-    case("set_wrong_type", tiny!["train", "--db", "{db}", "--set", "batch_size=many"], Absent, "batch_size", true),
-    case("set_negative_count", tiny!["train", "--db", "{db}", "--set", "sample_count=-1"], Absent, "sample_count", true),
-    case("set_beta_start_above_beta_end", tiny!["train", "--db", "{db}", "--set", "beta_start=0.5", "--set", "beta_end=0.1"], Absent, "beta", true),
-    case("set_ema_decay_above_one", tiny!["train", "--db", "{db}", "--set", "ema_decay=1.5"], Absent, "ema_decay", true),
-    case("set_dropout_above_one", tiny!["train", "--db", "{db}", "--set", "dropout=2.0"], Absent, "dropout", true),
-    case("config_file_missing", tiny!["train", "--db", "{db}", "--config", "{case}/none.toml"], Absent, "none.toml", true),
-    case("config_file_malformed", tiny!["train", "--db", "{db}", "--config", "{fx}/malformed.toml"], Absent, "malformed.toml", true),
+    case("set_without_equals", tiny!["train"; "--db", "{db}", "--set", "steps"], Absent, "expected key=value", true),
+    case("set_unknown_key", tiny!["train"; "--db", "{db}", "--set", "shedule=cosine"], Absent, "did you mean `schedule`", true),
+    case("set_wrong_type", tiny!["train"; "--db", "{db}", "--set", "batch_size=many"], Absent, "batch_size", true),
+    case("set_negative_count", tiny!["train"; "--db", "{db}", "--set", "sample_count=-1"], Absent, "sample_count", true),
+    case("set_beta_start_above_beta_end", tiny!["train"; "--db", "{db}", "--set", "beta_start=0.5", "--set", "beta_end=0.1"], Absent, "beta", true),
+    case("set_ema_decay_above_one", tiny!["train"; "--db", "{db}", "--set", "ema_decay=1.5"], Absent, "ema_decay", true),
+    case("set_dropout_above_one", tiny!["train"; "--db", "{db}", "--set", "dropout=2.0"], Absent, "dropout", true),
+    case("config_file_missing", tiny!["train"; "--db", "{db}", "--config", "{case}/none.toml"], Absent, "none.toml", true),
+    case("config_file_malformed", tiny!["train"; "--db", "{db}", "--config", "{fx}/malformed.toml"], Absent, "malformed.toml", true),
     case("train_resume_unknown_run", &["train", "--db", "{db}", "--resume", "999"], Rows, "999", true),
-    case("train_device_unknown", tiny!["train", "--db", "{db}", "--device", "tpu"], Absent, "tpu", true),
+    case("train_device_unknown", tiny!["train"; "--db", "{db}", "--device", "tpu"], Absent, "tpu", true),
 
     // ---- Item 1: names that escape their folder, or are no names at all.
     case("sweep_name_dotdot", &["sweep", "{fx}/sweep_dotdot.toml", "--db", "{db}"], Rows, "name", false),
@@ -151,9 +153,9 @@ const CASES: &[Case] = &[
     case("sweep_name_5000_chars", &["sweep", "{gen}/longest.toml", "--db", "{db}"], Rows, "characters|5000|5,000|too long", false),
     case("sweep_name_empty", &["sweep", "{fx}/sweep_empty.toml", "--db", "{db}"], Rows, "name", true),
     case("report_sweep_dotdot", &["report", "--sweep", "..", "--db", "{db}"], BytesAfter("UPDATE sweeps SET name = '..'"), "name", false),
-    case("train_name_empty", tiny!["train", "--name", "", "--db", "{db}"], Rows, "name", false),
-    case("train_name_newline", tiny!["train", "--name", "a\nb", "--db", "{db}"], Rows, "name", false),
-    case("train_name_5000_chars", tiny!["train", "--name", "{long}", "--db", "{db}"], Rows, "characters|5000|5,000|too long", false),
+    case("train_name_empty", tiny!["train"; "--name", "", "--db", "{db}"], Rows, "name", false),
+    case("train_name_newline", tiny!["train"; "--name", "a\nb", "--db", "{db}"], Rows, "name", false),
+    case("train_name_5000_chars", tiny!["train"; "--name", "{long}", "--db", "{db}"], Rows, "characters|5000|5,000|too long", false),
 
     // ---- Item 2: run artifacts belong to their database.
     case("resume_into_a_fresh_database", &["train", "--resume", "1", "--db", "{db}", "--out", "{prepared}/runs"], Absent, "id 1|run 1", false),
@@ -163,9 +165,9 @@ const CASES: &[Case] = &[
     case("runs_foreign_sqlite", &["runs", "--db", "{db}"], Foreign, "db.sqlite", false),
     case("report_foreign_sqlite", &["report", "--sweep", "x", "--db", "{db}", "--out", "{case}/report"], Foreign, "db.sqlite", false),
     case("sweep_into_foreign_sqlite", &["sweep", "{fx}/one_run.toml", "--db", "{db}"], Foreign, "db.sqlite", false),
-    case("train_into_foreign_sqlite", tiny!["train", "--db", "{db}"], Foreign, "db.sqlite", false),
+    case("train_into_foreign_sqlite", tiny!["train"; "--db", "{db}"], Foreign, "db.sqlite", false),
     case("runs_random_bytes_db", &["runs", "--db", "{db}"], Random, "db.sqlite", false),
-    case("train_into_random_bytes_db", tiny!["train", "--db", "{db}"], Random, "db.sqlite", false),
+    case("train_into_random_bytes_db", tiny!["train"; "--db", "{db}"], Random, "db.sqlite", false),
     case("runs_empty_file_db", &["runs", "--db", "{db}"], Empty, "db.sqlite", false),
     case("runs_sqlite_url_without_path", &["runs", "--db", "sqlite://"], Db::None, "sqlite://", false),
     case("runs_missing_db", &["runs", "--db", "{db}"], Absent, "does not exist", true),
@@ -180,34 +182,34 @@ const CASES: &[Case] = &[
     // ---- Item 5: sizes that exhaust memory or threads.
     case("spec_grid_t_1e9", &["sweep", "{fx}/huge_t.toml", "--db", "{db}"], Rows, "1000000000|1,000,000,000", false),
     case("schedule_steps_1e8", &["schedule", "--kind", "linear", "--steps", "100000000"], Db::None, "100000000|100,000,000", false),
-    case("shapes_count_1e9", tiny!["train", "--db", "{db}", "--set", "shapes_count=1000000000"], Rows, "shapes_count", false),
+    case("shapes_count_1e9", tiny!["train"; "--db", "{db}", "--set", "shapes_count=1000000000"], Rows, "shapes_count", false),
     case("sample_n_1e8", &["sample", "--checkpoint", "{ck}", "-n", "100000000", "--out", "{case}/s.png"], Db::None, "100000000|100,000,000", false),
-    case("threads_100000", tiny!["--threads", "100000", "train", "--db", "{db}"], Rows, "threads", false),
-    case("batch_size_1e9", tiny!["train", "--db", "{db}", "--set", "batch_size=1000000000"], Rows, "batch_size", false),
-    case("base_channels_1e6", tiny!["train", "--db", "{db}", "--set", "base_channels=1000000"], Rows, "base_channels", false),
+    case("threads_100000", tiny!["--threads", "100000", "train"; "--db", "{db}"], Rows, "threads", false),
+    case("batch_size_1e9", tiny!["train"; "--db", "{db}", "--set", "batch_size=1000000000"], Rows, "batch_size", false),
+    case("base_channels_1e6", tiny!["train"; "--db", "{db}", "--set", "base_channels=1000000"], Rows, "base_channels", false),
     case("sample_zoom_1e6", &["sample", "--checkpoint", "{ck}", "-n", "1", "--zoom", "1000000", "--out", "{case}/s.png"], Db::None, "zoom", false),
 
     // ---- Item 6: a grid of a million runs needs to be asked for.
     case("grid_of_a_million_runs", &["sweep", "{gen}/million.toml", "--db", "{db}"], Rows, "--yes|--max-runs", false),
 
     // ---- Item 7: images the model cannot take; corrupt IDX, gzip, CIFAR and images.
-    case("idx_images_0x0", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_zero"], Rows, "0×0|0x0", false),
-    case("idx_images_1x1", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_one"], Rows, "1×1|1x1", false),
-    case("idx_images_28x7", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_narrow"], Rows, "28×7|28x7|7×28|7x28", false),
+    case("idx_images_0x0", tiny!["train"; "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_zero"], Rows, "0×0|0x0", false),
+    case("idx_images_1x1", tiny!["train"; "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_one"], Rows, "1×1|1x1", false),
+    case("idx_images_28x7", tiny!["train"; "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_narrow"], Rows, "28×7|28x7|7×28|7x28", false),
     case("sweep_idx_images_28x7", &["sweep", "{fx}/one_run.toml", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_narrow"], Rows, "28×7|28x7|7×28|7x28", false),
     case("eval_nll_on_20x20_data", &["eval", "--nll", "--images", "4", "--timesteps", "2", "--checkpoint", "{ck}", "--data-dir", "{gen}/idx_small"], Db::None, "20×20|20x20", false),
     case("eval_nll_on_28x7_data", &["eval", "--nll", "--images", "4", "--timesteps", "2", "--checkpoint", "{ck}", "--data-dir", "{gen}/idx_narrow"], Db::None, "28×7|28x7|7×28|7x28", false),
-    case("idx_corrupt_gzip", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_bad_gzip"], Absent, "corrupt gzip", true),
-    case("idx_bad_magic", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_bad_magic"], Absent, "not an IDX file", true),
-    case("idx_truncated_body", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_truncated"], Absent, "header promises", true),
-    case("idx_label_count_mismatch", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_label_count"], Absent, "labels for", true),
-    case("idx_label_out_of_range", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_label_range"], Absent, "outside 0..=9", true),
-    case("idx_labels_missing", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_no_labels"], Absent, "labels", true),
-    case("idx_folder_empty", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/empty_dir"], Absent, "holds no IDX", true),
-    case("data_dir_missing", tiny!["train", "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={case}/none"], Absent, "none", true),
-    case("cifar_wrong_size", tiny!["train", "--db", "{db}", "--set", "dataset=cifar10", "--set", "data_dir={gen}/cifar_bad"], Absent, "CIFAR-10 records", true),
-    case("cifar_missing_batches", tiny!["train", "--db", "{db}", "--set", "dataset=cifar10", "--set", "data_dir={gen}/empty_dir"], Absent, "is missing", true),
-    case("folder_corrupt_png", tiny!["train", "--db", "{db}", "--set", "dataset=folder", "--set", "image_size=16", "--set", "data_dir={gen}/bad_png"], Absent, "cannot decode", true),
+    case("idx_corrupt_gzip", tiny!["train"; "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_bad_gzip"], Absent, "corrupt gzip", true),
+    case("idx_bad_magic", tiny!["train"; "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_bad_magic"], Absent, "not an IDX file", true),
+    case("idx_truncated_body", tiny!["train"; "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_truncated"], Absent, "header promises", true),
+    case("idx_label_count_mismatch", tiny!["train"; "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_label_count"], Absent, "labels for", true),
+    case("idx_label_out_of_range", tiny!["train"; "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_label_range"], Absent, "outside 0..=9", true),
+    case("idx_labels_missing", tiny!["train"; "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/idx_no_labels"], Absent, "labels", true),
+    case("idx_folder_empty", tiny!["train"; "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={gen}/empty_dir"], Absent, "holds no IDX", true),
+    case("data_dir_missing", tiny!["train"; "--db", "{db}", "--set", "dataset=mnist", "--set", "data_dir={case}/none"], Absent, "none", true),
+    case("cifar_wrong_size", tiny!["train"; "--db", "{db}", "--set", "dataset=cifar10", "--set", "data_dir={gen}/cifar_bad"], Absent, "CIFAR-10 records", true),
+    case("cifar_missing_batches", tiny!["train"; "--db", "{db}", "--set", "dataset=cifar10", "--set", "data_dir={gen}/empty_dir"], Absent, "is missing", true),
+    case("folder_corrupt_png", tiny!["train"; "--db", "{db}", "--set", "dataset=folder", "--set", "image_size=16", "--set", "data_dir={gen}/bad_png"], Absent, "cannot decode", true),
 
     // ---- Corrupt checkpoints.
     case("sample_checkpoint_missing", &["sample", "--checkpoint", "{case}/none.safetensors", "--out", "{case}/s.png"], Db::None, "none.safetensors", true),
@@ -246,9 +248,9 @@ const CASES: &[Case] = &[
     // ---- Read-only folders and full disks.
     case("sample_out_read_only", &["sample", "--checkpoint", "{ck}", "-n", "1", "--out", "{ro}/s.png"], Db::None, "s.png", false),
     case("sample_out_full_disk", &["sample", "--checkpoint", "{ck}", "-n", "1", "--out", "{fullfile}"], Db::None, "s.png|/dev/full", false),
-    case("train_db_in_read_only_folder", tiny!["train", "--db", "sqlite://{ro}/db.sqlite"], Db::None, "db.sqlite", true),
-    case("train_out_read_only", tiny!["train", "--db", "{db}", "--out", "{ro}/runs"], Rows, "runs", false),
-    case("train_out_full_disk", tiny!["train", "--db", "{db}", "--out", "{full}/runs"], Rows, "runs|space", false),
+    case("train_db_in_read_only_folder", tiny!["train"; "--db", "sqlite://{ro}/db.sqlite"], Db::None, "db.sqlite", true),
+    case("train_out_read_only", tiny!["train"; "--db", "{db}", "--out", "{ro}/runs"], Rows, "runs", false),
+    case("train_out_full_disk", tiny!["train"; "--db", "{db}", "--out", "{full}/runs"], Rows, "runs|space", false),
     case("report_out_read_only", &["report", "--sweep", "one-run", "--db", "{db}", "--out", "{ro}/report"], Bytes, "report", true),
     case("report_out_full_disk", &["report", "--sweep", "one-run", "--db", "{db}", "--out", "{full}/report"], Bytes, "report|space", true),
 ];
