@@ -254,14 +254,14 @@ fn a_second_database_never_resumes_another_databases_checkpoint() {
 fn a_grid_lost_to_a_kill_during_sampling_is_drawn_on_relaunch_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = sqlite_url(dir.path());
-    // Slow grids (64 images, 40 DDIM steps) leave a wide window between checkpoint and grid.
     let spec = write_spec(
         dir.path(),
         "grids",
         1,
-        "steps = 30\ncheckpoint_every = 10\nsample_every = 10\nsample_count = 64\n\
-         sample_steps = 40\neval_nll = false\n",
+        "steps = 30\ncheckpoint_every = 10\nsample_every = 10\neval_nll = false\n",
     );
+    // Slow grids (64 images, 40 DDIM steps) leave a wide window between checkpoint and grid.
+    let slow_grids = ["--set", "sample_count=64", "--set", "sample_steps=40"];
     let grid_rows = |step: i64| -> usize {
         sqlite_rows(&db, &format!("SELECT COUNT(*) FROM samples WHERE step = {step}"))[0][0]
             .parse()
@@ -274,13 +274,14 @@ fn a_grid_lost_to_a_kill_during_sampling_is_drawn_on_relaunch_exactly_once() {
             .args(["sweep"])
             .arg(&spec)
             .args(["--db", &db, "--no-report"])
+            .args(slow_grids)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         // Kill as soon as a checkpoint at a grid step is recorded: its grid is being drawn.
         let mut ck = 0i64;
-        let reached = wait_until(Duration::from_secs(300), || {
+        let reached = wait_until(Duration::from_secs(120), || {
             if !dir.path().join("ddlab.sqlite").exists() {
                 return false;
             }
@@ -302,7 +303,8 @@ fn a_grid_lost_to_a_kill_during_sampling_is_drawn_on_relaunch_exactly_once() {
             .current_dir(dir.path())
             .args(["sweep"])
             .arg(&spec)
-            .args(["--db", &db, "--no-report"]),
+            .args(["--db", &db, "--no-report"])
+            .args(slow_grids),
     );
     for step in [10, 20, 30] {
         assert_eq!(grid_rows(step), 1, "grid of step {step} (killed at {ck})");
