@@ -263,7 +263,10 @@ fn a_grid_lost_to_a_kill_during_sampling_is_drawn_on_relaunch_exactly_once() {
     // Slow grids (64 images, 40 DDIM steps) leave a wide window between checkpoint and grid.
     let slow_grids = ["--set", "sample_count=64", "--set", "sample_steps=40"];
     let grid_rows = |step: i64| -> usize {
-        sqlite_rows(&db, &format!("SELECT COUNT(*) FROM samples WHERE step = {step}"))[0][0]
+        sqlite_rows(
+            &db,
+            &format!("SELECT COUNT(*) FROM samples WHERE step = {step}"),
+        )[0][0]
             .parse()
             .unwrap()
     };
@@ -295,7 +298,10 @@ fn a_grid_lost_to_a_kill_during_sampling_is_drawn_on_relaunch_exactly_once() {
             killed_at = Some(ck);
             break;
         }
-        assert!(attempt < 2, "never killed a sweep between a checkpoint and its grid");
+        assert!(
+            attempt < 2,
+            "never killed a sweep between a checkpoint and its grid"
+        );
     }
     let ck = killed_at.unwrap();
     run_ok(

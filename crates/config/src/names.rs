@@ -45,9 +45,10 @@ pub fn check_sweep_name(name: &str) -> Result<(), ConfigError> {
         return Ok(());
     }
     Err(ConfigError::Invalid(format!(
-        "sweep name \"{}\" is not allowed: use 1 to {MAX_SWEEP_NAME} letters, digits, `-`, `_` \
-         or `.`, starting with a letter or digit",
-        shown(name)
+        "sweep name \"{}\" ({} characters) is not allowed: use 1 to {MAX_SWEEP_NAME} letters, \
+         digits, `-`, `_` or `.`, starting with a letter or digit",
+        shown(name),
+        name.chars().count()
     )))
 }
 
@@ -56,8 +57,8 @@ pub fn check_run_name(name: &str) -> Result<(), ConfigError> {
     let chars = name.chars().count();
     if chars == 0 || chars > MAX_RUN_NAME || name.chars().any(char::is_control) {
         return Err(ConfigError::Invalid(format!(
-            "run name \"{}\" is not allowed: use 1 to {MAX_RUN_NAME} characters, none of them \
-             control characters",
+            "run name \"{}\" ({chars} characters) is not allowed: use 1 to {MAX_RUN_NAME} \
+             characters, none of them control characters",
             shown(name)
         )));
     }

@@ -48,11 +48,27 @@ pub fn check_key(key: &str, value: &toml::Value) -> Result<(), String> {
             None => format!("unknown key `{key}`; run `ddlab keys` for the list"),
         });
     }
+    deserialize_one(canon, value).map_err(|e| match (value, choices(canon)) {
+        // serde's word for a number given to a named choice is "unit variant": say the names.
+        (toml::Value::String(_), _) | (_, None) => format!("key `{key}`: {e}"),
+        (other, Some(names)) => format!("key `{key}`: {names}, not {other}"),
+    })
+}
+
+/// The run config with just this key set, or serde's reason why it cannot be.
+fn deserialize_one(key: &str, value: &toml::Value) -> Result<(), String> {
     let mut t = toml::Table::new();
-    t.insert(canon.to_string(), value.clone());
+    t.insert(key.to_string(), value.clone());
     RunConfig::deserialize(toml::Value::Table(t))
         .map(|_| ())
-        .map_err(|e| format!("key `{key}`: {}", e.message().trim()))
+        .map_err(|e| e.message().trim().to_string())
+}
+
+/// "expected one of `a`, `b`" for a key that takes a named choice (asked of serde with a name
+/// no choice has).
+fn choices(key: &str) -> Option<String> {
+    let e = deserialize_one(key, &toml::Value::String("\u{0}".into())).err()?;
+    e.find("expected one of").map(|at| e[at..].to_string())
 }
 
 /// A `--set key=value` override. The value is TOML (`T=100`, `channel_mult=[1,2]`,

@@ -55,8 +55,39 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunnerError> {
         f.write_all(bytes)?;
         f.sync_all()
     });
-    written.map_err(|e| RunnerError::io("cannot write", &tmp, e))?;
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(RunnerError::io("cannot write", path, e));
+    }
     std::fs::rename(&tmp, path).map_err(|e| RunnerError::io("cannot move into place", path, e))
+}
+
+/// Checks, before any work, that files can be written at `path` (a folder when `folder`, else
+/// a file's path): a read-only or full disk is one sentence naming `path`, not an error after
+/// minutes of training or sampling. Creates nothing: the probe goes into the nearest folder
+/// that exists and is removed.
+pub fn check_writable(path: &Path, folder: bool) -> Result<(), RunnerError> {
+    use std::io::Write;
+    let mut dir = if folder {
+        path
+    } else {
+        path.parent().unwrap_or(Path::new(""))
+    };
+    while !dir.as_os_str().is_empty() && !dir.is_dir() {
+        dir = dir.parent().unwrap_or(Path::new(""));
+    }
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let probe = dir.join(format!(".ddlab-probe-{}", std::process::id()));
+    let written = std::fs::File::create(&probe).and_then(|mut f| {
+        f.write_all(&[0u8; 4096])?;
+        f.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(|e| RunnerError::io("cannot write", path, e))
 }
 
 /// Reads a checkpoint file; the error names it.

@@ -221,6 +221,7 @@ async fn inspect_sqlite_read_only(url: &str, path: &Path) -> Result<Schema> {
 }
 
 async fn open_postgres(url: &str, mode: OpenMode) -> Result<Store> {
+    probe_postgres(url).await?;
     let pool = connect_pool(url, url, Backend::Postgres, mode).await?;
     let store = Store {
         pool,
@@ -241,6 +242,23 @@ async fn open_postgres(url: &str, mode: OpenMode) -> Result<Store> {
         store.migrate().await?;
     }
     Ok(store)
+}
+
+/// One direct connection first: a refused or unknown server is reported at once, where the
+/// pool would retry it until its timeout.
+async fn probe_postgres(url: &str) -> Result<()> {
+    let failed = |reason| StoreError::Connect {
+        url: redact(url),
+        reason,
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect(url)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(reason)) => Err(failed(reason)),
+        Err(_) => Err(failed(sqlx::Error::PoolTimedOut)),
+    }
 }
 
 /// Whether `mode` may use a database holding `schema`.

@@ -25,6 +25,13 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let store = SyncStore::open(&a.db.db, ddlab_store::OpenMode::ReadOnly)?;
+    let safe = path_component(&a.sweep, MAX_SWEEP_NAME);
+    if a.out.is_none() && safe != a.sweep {
+        anyhow::bail!(
+            "the sweep name \"{}\" cannot name a report folder; give one with --out DIR",
+            terminal_safe(&a.sweep)
+        );
+    }
     let dir = a.out.unwrap_or_else(|| default_dir(&a.sweep));
     let r = write_report(&store, &a.sweep, &dir)?;
     println!(

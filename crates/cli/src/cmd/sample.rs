@@ -14,7 +14,7 @@ use ddlab_core::sampler::{
 use ddlab_core::train::LoadedModel;
 use ddlab_runner::device::one_device;
 use ddlab_runner::events::Observer;
-use ddlab_runner::files::{read_checkpoint, write_atomic};
+use ddlab_runner::files::{check_writable, read_checkpoint, write_atomic};
 use ddlab_runner::guidance;
 use ddlab_runner::sampling::{Draw, Network, draw_images};
 use std::path::PathBuf;
@@ -91,8 +91,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let ck = read_checkpoint(&a.checkpoint, &device)?;
     let m = LoadedModel::from_checkpoint(&ck, &device, !a.no_ema)?;
     if a.n == 0 || a.n > MAX_IMAGES {
-        anyhow::bail!("-n {} must be between 1 and {MAX_IMAGES}", a.n);
+        anyhow::bail!("--n must be between 1 and {MAX_IMAGES}, not {}", a.n);
     }
+    check_writable(&a.out, false)?;
     if a.zoom.is_some_and(|z| !(1..=MAX_ZOOM).contains(&z)) {
         anyhow::bail!("--zoom must be between 1 and {MAX_ZOOM}");
     }

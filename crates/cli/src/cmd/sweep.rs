@@ -8,6 +8,7 @@ use ddlab_config::load_sweep_bounded;
 use ddlab_config::names::shown;
 use ddlab_runner::DataCache;
 use ddlab_runner::device::DeviceRequest;
+use ddlab_runner::files::check_writable;
 use ddlab_runner::recorder::SyncStore;
 use ddlab_runner::slurm::{self, SlurmOptions, check_db_for_cluster};
 use ddlab_runner::sweep::{WorkOptions, plan_slots, preflight, register, work};
@@ -147,6 +148,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let data = DataCache::default();
     preflight(&spec, &data)?;
+    if !a.slurm.slurm && !a.register_only {
+        check_writable(&a.out, true)?;
+    }
     let store = SyncStore::connect(&a.db.db, true)?;
     let (sweep, new) = register(&store, &spec, a.retry_failed)?;
     let runs = store.block(store.store().runs(Some(sweep.id)))?;

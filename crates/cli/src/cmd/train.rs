@@ -6,7 +6,7 @@ use ddlab_config::names::terminal_safe;
 use ddlab_config::{ResolvedRun, RunConfig};
 use ddlab_runner::device::DeviceRequest;
 use ddlab_runner::execute::Outcome;
-use ddlab_runner::files::run_dir;
+use ddlab_runner::files::{check_writable, run_dir};
 use ddlab_runner::recorder::SyncStore;
 use ddlab_runner::{DataCache, check_images, new_run, run_one};
 use ddlab_store::RunRow;
@@ -75,7 +75,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
         // anything is recorded.
         check_images(&plan, data.get(&plan.dataset)?.as_ref())?;
     }
-    let store = SyncStore::connect(&args.db.db, true)?;
+    check_writable(&args.out, true)?;
+    // Resuming needs the run's database; a new run may create it.
+    let store =
+        SyncStore::connect(&args.db.db, args.resume.is_none()).with_context(|| {
+            match args.resume {
+                Some(id) => format!("cannot resume run {id}"),
+                None => "cannot open the database".into(),
+            }
+        })?;
     let (run, plan) = match args.resume {
         Some(id) => recorded_run(&store, id)?,
         None => (register(&store, &args, &plan)?, plan),
