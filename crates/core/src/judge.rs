@@ -12,7 +12,7 @@ use crate::checkpoint::Checkpoint;
 use crate::data::shapes::{COLOURS, POSITIONS, SHAPES};
 use crate::data::{DatasetKind, ImageDataset, batch_indices};
 use crate::error::{Error, Result};
-use crate::metrics::FeatureStats;
+use crate::frechet::FeatureStats;
 use crate::nn::layers::{Conv2d, Conv2dConfig, GroupNorm, Linear};
 use crate::nn::params::{ParamBuilder, ParamStore};
 use crate::ops;

@@ -3,9 +3,9 @@
 
 use anyhow::{Result, anyhow};
 use ddlab_core::Tensor;
+use ddlab_core::frechet::frechet_distance;
 use ddlab_core::grid::{default_columns, encode_png, make_grid};
 use ddlab_core::judge::{Judge, feature_stats, prompt_accuracy};
-use ddlab_core::metrics::frechet_distance;
 use ddlab_core::nll::{NllConfig, nll_bpd};
 use ddlab_core::nn::UNet;
 use ddlab_core::rng::{Rng, streams};

@@ -166,6 +166,109 @@ fn input_taps(a: usize, b: usize, wd: usize) -> Vec<(usize, usize)> {
     taps
 }
 
+/// The four phase kernels of the input gradient: each phase's taps (as offsets into the
+/// zero-bordered dy of row width `wd`) and the weights packed for them.
+fn phase_kernels(g: &ConvGeom, w: &Weight, wd: usize) -> Vec<(Vec<usize>, PackedKernel)> {
+    (0..4)
+        .map(|phase| {
+            let taps = input_taps(phase / 2, phase % 2, wd);
+            let k =
+                PackedKernel::with_taps(Isa::Avx512, g.c_in, g.c_out, taps.len(), |ci, co, t| {
+                    w.data[co * w.ld + ci * 9 + taps[t].0]
+                });
+            (taps.iter().map(|&(_, o)| o).collect(), k)
+        })
+        .collect()
+}
+
+/// One image's dy (channels of `n_out`) laid on the forward's output grid: rows of `s.wq` (a
+/// zero garbage column), each channel padded to `ds`.
+fn lay_dy_on_grid(s: &Phases, dyb: &[f32], n_out: usize, dm: &mut [f32], ds: usize) {
+    for (o, rows) in dm.chunks_exact_mut(ds).enumerate() {
+        rows.fill(0.0);
+        for oh in 0..s.ho {
+            rows[oh * s.wq..][..s.wo].copy_from_slice(&dyb[o * n_out + oh * s.wo..][..s.wo]);
+        }
+    }
+}
+
+/// One image's dx, pixel by pixel from the four phase grids (each `n_ph` long per channel,
+/// rows of `wd`): pixel (yy, xx) is padded pixel (yy + 1, xx + 1), whose phase is its parity.
+fn gather_dx(s: &Phases, grids: &[f32], c_in: usize, (n_ph, wd): (usize, usize), dxb: &mut [f32]) {
+    for ci in 0..c_in {
+        for yy in 0..s.h {
+            let py = yy + 1;
+            let (a, r) = (py % 2, py / 2);
+            let row = &mut dxb[(ci * s.h + yy) * s.w..][..s.w];
+            for (xx, d) in row.iter_mut().enumerate() {
+                let px = xx + 1;
+                let (b, c) = (px % 2, px / 2);
+                let phase = a * 2 + b;
+                *d = grids[(phase * c_in + ci) * n_ph + r * wd + c];
+            }
+        }
+    }
+}
+
+/// How a group of images' phase planes and dy are laid out for the weight gradient.
+#[derive(Clone, Copy)]
+struct DyLayout {
+    /// dy transposed, output channels in the vector lanes (else laid on the grid).
+    lanes: bool,
+    /// Floats per image of phase planes, and of dy.
+    xs: usize,
+    dys: usize,
+    /// dy per channel on the grid, and output channels padded to the lanes.
+    ds: usize,
+    cp: usize,
+}
+
+/// Adds a group of `count` images' weight gradient to `dw`.
+fn weight_grad_group(
+    g: &ConvGeom,
+    s: &Phases,
+    offs: &[usize; 9],
+    l: DyLayout,
+    count: usize,
+    (xq, dyg): (&[f32], &[f32]),
+    dw: &mut [f32],
+) {
+    if l.lanes {
+        let d = LaneDims {
+            count,
+            x_step: l.xs,
+            c_in: g.c_in,
+            plane: s.block(),
+            rows: s.ho,
+            cols: s.wo,
+            row_stride: s.wq,
+            cp: l.cp,
+            c_out: g.c_out,
+        };
+        weight_grad_lanes(xq, dyg, d, offs, dw);
+    } else {
+        weight_grad_taps(
+            xq,
+            g.c_in,
+            s.block(),
+            offs,
+            Group {
+                count,
+                stride: l.xs,
+            },
+            s.grid(),
+            dyg,
+            l.ds,
+            Group {
+                count,
+                stride: l.dys,
+            },
+            g.c_out,
+            dw,
+        );
+    }
+}
+
 pub(super) fn backward(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads {
     let s = Phases::new(g);
     let (img_in, img_out, n_out) = (g.img_in(), g.img_out(), g.ndim());
@@ -180,16 +283,7 @@ pub(super) fn backward(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads 
     };
     let wd = pd.wp();
     let n_ph = (s.hq * wd).div_ceil(GRID_BLOCK) * GRID_BLOCK;
-    let isa = Isa::Avx512;
-    let phases: Vec<(Vec<usize>, PackedKernel)> = (0..4)
-        .map(|phase| {
-            let taps = input_taps(phase / 2, phase % 2, wd);
-            let k = PackedKernel::with_taps(isa, g.c_in, g.c_out, taps.len(), |ci, co, t| {
-                w.data[co * w.ld + ci * 9 + taps[t].0]
-            });
-            (taps.iter().map(|&(_, o)| o).collect(), k)
-        })
-        .collect();
+    let phases = phase_kernels(g, &w, wd);
 
     // SAFETY: the pieces cover the batch; each image's db is written whole by its row sums,
     // and its dx pixel by pixel from the phase grids, before either is read.
@@ -234,44 +328,16 @@ pub(super) fn backward(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads 
                         transpose_dy(dyb, g.c_out, cp, m, images.len(), dyg);
                         continue;
                     }
-                    let dm = &mut dyg[m * dys..(m + 1) * dys];
-                    for (o, rows) in dm.chunks_exact_mut(ds).enumerate() {
-                        rows.fill(0.0);
-                        for oh in 0..s.ho {
-                            rows[oh * s.wq..][..s.wo]
-                                .copy_from_slice(&dyb[o * n_out + oh * s.wo..][..s.wo]);
-                        }
-                    }
+                    lay_dy_on_grid(&s, dyb, n_out, &mut dyg[m * dys..(m + 1) * dys], ds);
                 }
-                let count = images.len();
-                if lanes {
-                    let d = LaneDims {
-                        count,
-                        x_step: xs,
-                        c_in: g.c_in,
-                        plane: s.block(),
-                        rows: s.ho,
-                        cols: s.wo,
-                        row_stride: s.wq,
-                        cp,
-                        c_out: g.c_out,
-                    };
-                    weight_grad_lanes(xq, dyg, d, &offs, &mut dw);
-                } else {
-                    weight_grad_taps(
-                        xq,
-                        g.c_in,
-                        s.block(),
-                        &offs,
-                        Group { count, stride: xs },
-                        s.grid(),
-                        dyg,
-                        ds,
-                        Group { count, stride: dys },
-                        g.c_out,
-                        &mut dw,
-                    );
-                }
+                let layout = DyLayout {
+                    lanes,
+                    xs,
+                    dys,
+                    ds,
+                    cp,
+                };
+                weight_grad_group(g, &s, &offs, layout, images.len(), (&*xq, &*dyg), &mut dw);
                 for bi in images {
                     pad(pd, &dy[bi * img_out..(bi + 1) * img_out], 1, dyp);
                     for (phase, (toffs, k)) in phases.iter().enumerate() {
@@ -280,20 +346,7 @@ pub(super) fn backward(g: &ConvGeom, x: &[f32], w: Weight, dy: &[f32]) -> Grads 
                     }
                     // SAFETY: each image's dx range is written by exactly one task.
                     let dxb = unsafe { dxp.slice_mut(bi * img_in, img_in) };
-                    for ci in 0..g.c_in {
-                        for yy in 0..s.h {
-                            // Image row yy is padded row yy + 1.
-                            let py = yy + 1;
-                            let (a, r) = (py % 2, py / 2);
-                            let row = &mut dxb[(ci * s.h + yy) * s.w..][..s.w];
-                            for (xx, d) in row.iter_mut().enumerate() {
-                                let px = xx + 1;
-                                let (b, c) = (px % 2, px / 2);
-                                let phase = a * 2 + b;
-                                *d = grids[(phase * g.c_in + ci) * n_ph + r * wd + c];
-                            }
-                        }
-                    }
+                    gather_dx(&s, grids, g.c_in, (n_ph, wd), dxb);
                 }
             }
         });
