@@ -139,18 +139,8 @@ struct Job<'a> {
 }
 
 fn train_clip(job: &Job) -> Result<HelperOutcome> {
-    let Job {
-        rec,
-        spec,
-        data,
-        out,
-        device,
-        stop,
-        observer,
-        channels,
-        size,
-    } = *job;
-    let cfg = ClipConfig::for_dataset(spec.dataset.kind, channels, size)?;
+    let (rec, spec, data, device) = (job.rec, job.spec, job.data, job.device);
+    let cfg = ClipConfig::for_dataset(spec.dataset.kind, job.channels, job.size)?;
     let train = ClipTrainConfig {
         steps: spec.steps,
         batch_size: spec.batch_size,
@@ -168,14 +158,14 @@ fn train_clip(job: &Job) -> Result<HelperOutcome> {
     let mut rows = vec![];
     let mut interrupted = false;
     for _ in 0..spec.steps {
-        if stop.load(Ordering::SeqCst) {
+        if job.stop.load(Ordering::SeqCst) {
             interrupted = true;
             break;
         }
         let s = trainer.train_step(&data.train)?;
         rows.push(rec.metric(s.step, "loss", s.loss, unix_now()));
         rows.push(rec.metric(s.step, "temperature", s.temperature, unix_now()));
-        observer.step(s.step, spec.steps, s.loss);
+        job.observer.step(s.step, spec.steps, s.loss);
         if s.step % 250 == 0 || s.step == spec.steps {
             let acc = zero_shot_accuracy(
                 &trainer.clip,
@@ -198,7 +188,7 @@ fn train_clip(job: &Job) -> Result<HelperOutcome> {
     rec.metrics(rows)?;
     let mut evals = vec![];
     for (k, &t) in probes.iter().enumerate() {
-        observer.phase("zero-shot", k + 1, probes.len());
+        job.observer.phase("zero-shot", k + 1, probes.len());
         let acc = zero_shot_accuracy(&trainer.clip, &data.heldout, 1000, t, spec.seed, device)?;
         let name = format!("zero_shot_acc_t{t}");
         rec.eval(
@@ -209,8 +199,8 @@ fn train_clip(job: &Job) -> Result<HelperOutcome> {
         )?;
         evals.push((name, acc));
     }
-    write_atomic(out, &trainer.checkpoint()?.to_bytes()?)?;
-    rec.checkpointed(trainer.step_count(), out)?;
+    write_atomic(job.out, &trainer.checkpoint()?.to_bytes()?)?;
+    rec.checkpointed(trainer.step_count(), job.out)?;
     Ok(HelperOutcome {
         run_id: rec.run_id(),
         interrupted,
@@ -219,18 +209,8 @@ fn train_clip(job: &Job) -> Result<HelperOutcome> {
 }
 
 fn train_judge(job: &Job) -> Result<HelperOutcome> {
-    let Job {
-        rec,
-        spec,
-        data,
-        out,
-        device,
-        stop,
-        observer,
-        channels,
-        size,
-    } = *job;
-    let cfg = JudgeConfig::for_dataset(spec.dataset.kind, channels, size)?;
+    let (rec, spec, data, device) = (job.rec, job.spec, job.data, job.device);
+    let cfg = JudgeConfig::for_dataset(spec.dataset.kind, job.channels, job.size)?;
     let train = JudgeTrainConfig {
         steps: spec.steps,
         batch_size: spec.batch_size,
@@ -241,29 +221,29 @@ fn train_judge(job: &Job) -> Result<HelperOutcome> {
     let mut rows = vec![];
     let mut interrupted = false;
     for _ in 0..spec.steps {
-        if stop.load(Ordering::SeqCst) {
+        if job.stop.load(Ordering::SeqCst) {
             interrupted = true;
             break;
         }
         let loss = trainer.train_step(&data.train)?;
         let step = trainer.step_count();
         rows.push(rec.metric(step, "loss", loss, unix_now()));
-        observer.step(step, spec.steps, loss);
+        job.observer.step(step, spec.steps, loss);
         if step % 250 == 0 {
             rec.metrics(std::mem::take(&mut rows))?;
             rec.heartbeat(step)?;
         }
     }
     rec.metrics(rows)?;
-    observer.phase("held-out accuracy", 0, 1);
+    job.observer.phase("held-out accuracy", 0, 1);
     let acc = accuracy(&trainer.judge, &data.heldout, data.heldout.len(), device)?;
     rec.eval(
         "judge_accuracy",
         Some(acc),
         &serde_json::json!({"images": data.heldout.len(), "heads": cfg.heads}).to_string(),
     )?;
-    write_atomic(out, &trainer.checkpoint(acc)?.to_bytes()?)?;
-    rec.checkpointed(trainer.step_count(), out)?;
+    write_atomic(job.out, &trainer.checkpoint(acc)?.to_bytes()?)?;
+    rec.checkpointed(trainer.step_count(), job.out)?;
     Ok(HelperOutcome {
         run_id: rec.run_id(),
         interrupted,

@@ -47,6 +47,19 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
+/// The `--runs-dir` flag of the commands that run things.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunsDirArg {
+    /// Where run folders (checkpoints, sample PNGs) go, one folder per database inside.
+    #[arg(
+        long = "runs-dir",
+        alias = "out",
+        default_value = "runs",
+        value_name = "DIR"
+    )]
+    pub runs_dir: std::path::PathBuf,
+}
+
 /// The `--db` flag shared by every command that touches the store.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DbArg {

@@ -16,7 +16,7 @@ use ddlab_store::RunStatus;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{DbArg, stop_flag};
+use super::{DbArg, RunsDirArg, stop_flag};
 use crate::progress::SweepProgress;
 
 /// Run a sweep: every combination of its [grid] over its [base] keys.
@@ -44,14 +44,8 @@ pub struct Args {
     /// Run failed runs again.
     #[arg(long)]
     retry_failed: bool,
-    /// Where run folders (checkpoints, sample PNGs) go, one folder per database inside.
-    #[arg(
-        long = "runs-dir",
-        alias = "out",
-        default_value = "runs",
-        value_name = "DIR"
-    )]
-    out: PathBuf,
+    #[command(flatten)]
+    runs_dir: RunsDirArg,
     /// Do not write the report at the end.
     #[arg(long)]
     no_report: bool,
@@ -149,7 +143,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let data = DataCache::default();
     preflight(&spec, &data)?;
     if !a.slurm.slurm && !a.register_only {
-        check_writable(&a.out, true)?;
+        check_writable(&a.runs_dir.runs_dir, true)?;
     }
     let store = SyncStore::connect(&a.db.db, true)?;
     let (sweep, new) = register(&store, &spec, a.retry_failed)?;
@@ -189,7 +183,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let opts = WorkOptions {
         slots,
         cpu_threads_per_run: per_run,
-        out_root: a.out.clone(),
+        out_root: a.runs_dir.runs_dir.clone(),
         wait_for_others: true,
     };
     let stop = stop_flag()?;
@@ -258,7 +252,7 @@ fn launch_slurm(
         return Ok(ExitCode::SUCCESS);
     }
     let cwd = std::env::current_dir()?;
-    let checkpoint_dir = cwd.join(o.checkpoint_dir.as_ref().unwrap_or(&a.out));
+    let checkpoint_dir = cwd.join(o.checkpoint_dir.as_ref().unwrap_or(&a.runs_dir.runs_dir));
     let slurm_dir = checkpoint_dir.join(&sweep.name).join("slurm");
     let opts = SlurmOptions {
         sweep: sweep.name.clone(),
@@ -342,13 +336,8 @@ pub struct WorkArgs {
     sweep: String,
     #[command(flatten)]
     slots: SlotArgs,
-    /// Where run directories go; shared storage when workers are on several machines.
-    #[arg(
-        long,
-        alias = "out",
-        visible_alias = "runs-dir",
-        default_value = "runs"
-    )]
+    /// Where run folders go; shared storage when workers are on several machines.
+    #[arg(long, aliases = ["out", "runs-dir"], default_value = "runs", value_name = "DIR")]
     checkpoint_dir: PathBuf,
     #[command(flatten)]
     db: DbArg,

@@ -13,7 +13,7 @@ use ddlab_store::RunRow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::{DbArg, stop_flag};
+use super::{DbArg, RunsDirArg, stop_flag};
 use crate::progress::RunProgress;
 
 /// Train one model and record it in the store.
@@ -40,14 +40,8 @@ pub struct Args {
     /// Continue the stopped or interrupted run with this id from its checkpoint.
     #[arg(long, value_name = "RUN_ID")]
     resume: Option<i64>,
-    /// Where run folders go, one folder per database inside.
-    #[arg(
-        long = "runs-dir",
-        alias = "out",
-        default_value = "runs",
-        value_name = "DIR"
-    )]
-    out: PathBuf,
+    #[command(flatten)]
+    runs_dir: RunsDirArg,
     /// auto | cpu | cuda | cuda:N
     #[arg(long, default_value = "auto")]
     device: String,
@@ -75,7 +69,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         // anything is recorded.
         check_images(&plan, data.get(&plan.dataset)?.as_ref())?;
     }
-    check_writable(&args.out, true)?;
+    check_writable(&args.runs_dir.runs_dir, true)?;
     // Resuming needs the run's database; a new run may create it.
     let store =
         SyncStore::connect(&args.db.db, args.resume.is_none()).with_context(|| {
@@ -89,7 +83,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         None => (register(&store, &args, &plan)?, plan),
     };
     let store_id = store.block(store.store().store_id())?;
-    let dir = run_dir(&args.out, &store_id, None, &run);
+    let dir = run_dir(&args.runs_dir.runs_dir, &store_id, None, &run);
     eprintln!(
         "run {} `{}` on {} → {}",
         run.id,
