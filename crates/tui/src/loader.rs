@@ -39,70 +39,31 @@ struct CachedSeries {
 impl Loader {
     pub async fn load(&mut self, store: &Store, req: &Request) -> Result<Snapshot, StoreError> {
         let sweep_rows = store.sweeps().await?;
-        let rows = store.runs(None).await?;
-        let summaries: HashMap<i64, _> = store
-            .summaries(None)
-            .await?
-            .into_iter()
-            .map(|s| (s.run_id, s))
-            .collect();
-        let speeds = store.latest_metric_values("steps_per_s").await?;
-        // The store decides what "stalled" means, as it does for the runner's requeueing.
-        let stalled: HashSet<i64> = store
-            .stalled_runs(None)
-            .await?
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-
-        let mut runs = Vec::with_capacity(rows.len());
-        for r in rows {
-            // A run registered between the two queries shows up on the next load.
-            let Some(s) = summaries.get(&r.id) else {
-                continue;
-            };
-            let status = r.status();
-            let config = match serde_json::from_str::<serde_json::Value>(&r.config_json) {
-                Ok(serde_json::Value::Object(m)) => m,
-                _ => serde_json::Map::new(),
-            };
-            runs.push(RunInfo {
-                id: r.id,
-                sweep_id: r.sweep_id,
-                sweep: s.sweep.clone(),
-                name: r.name,
-                status,
-                stalled: stalled.contains(&r.id),
-                steps_done: r.steps_done,
-                steps_total: r.steps_total,
-                steps_per_s: speeds.get(&r.id).copied(),
-                last_loss: s.last_loss,
-                best_loss: s.best_loss,
-                nll_bpd: s.nll_bpd,
-                nll_bpd_stderr: s.nll_bpd_stderr,
-                dataset: r.dataset,
-                model: r.model,
-                schedule: r.schedule,
-                t: r.timesteps,
-                seed: r.seed,
-                device: r.device,
-                host: r.host,
-                worker: r.worker,
-                slurm_job: r.slurm_job,
-                slurm_task: r.slurm_task,
-                attempts: r.attempts,
-                started_at: r.started_at,
-                finished_at: r.finished_at,
-                error: r.error,
-                config,
-            });
-        }
-
+        let runs = load_runs(store).await?;
         let sweeps = sweep_rows
             .into_iter()
             .map(|s| sweep_info(s, &runs))
             .collect();
+        let series = self.load_series(store, req, &runs).await?;
+        let detail = match req.detail_run.filter(|id| runs.iter().any(|r| r.id == *id)) {
+            Some(id) => Some(self.detail(store, id).await?),
+            None => None,
+        };
+        Ok(Snapshot {
+            runs,
+            sweeps,
+            series,
+            detail,
+        })
+    }
 
+    /// The loss curves the chart shows: cached while a run makes no progress.
+    async fn load_series(
+        &mut self,
+        store: &Store,
+        req: &Request,
+        runs: &[RunInfo],
+    ) -> Result<BTreeMap<i64, Arc<Vec<(f64, f64)>>>, StoreError> {
         let mut series = BTreeMap::new();
         for &id in &req.series_runs {
             let Some(run) = runs.iter().find(|r| r.id == id) else {
@@ -125,30 +86,18 @@ impl Loader {
                             .map(|(s, v)| (s as f64, v))
                             .collect(),
                     );
-                    self.series.insert(
-                        id,
-                        CachedSeries {
-                            key,
-                            points: points.clone(),
-                        },
-                    );
+                    let cached = CachedSeries {
+                        key,
+                        points: points.clone(),
+                    };
+                    self.series.insert(id, cached);
                     points
                 }
             };
             series.insert(id, points);
         }
         self.series.retain(|id, _| req.series_runs.contains(id));
-
-        let detail = match req.detail_run.filter(|id| runs.iter().any(|r| r.id == *id)) {
-            Some(id) => Some(self.detail(store, id).await?),
-            None => None,
-        };
-        Ok(Snapshot {
-            runs,
-            sweeps,
-            series,
-            detail,
-        })
+        Ok(series)
     }
 
     /// Like [`Loader::load`], after checking that the store's file is still the one opened:
@@ -211,6 +160,67 @@ impl Loader {
             sample,
         })
     }
+}
+
+/// Every run with its summary, speed and whether it has stalled.
+async fn load_runs(store: &Store) -> Result<Vec<RunInfo>, StoreError> {
+    let rows = store.runs(None).await?;
+    let summaries: HashMap<i64, _> = store
+        .summaries(None)
+        .await?
+        .into_iter()
+        .map(|s| (s.run_id, s))
+        .collect();
+    let speeds = store.latest_metric_values("steps_per_s").await?;
+    // The store decides what "stalled" means, as it does for the runner's requeueing.
+    let stalled: HashSet<i64> = store
+        .stalled_runs(None)
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let mut runs = Vec::with_capacity(rows.len());
+    for r in rows {
+        // A run registered between the two queries shows up on the next load.
+        let Some(s) = summaries.get(&r.id) else {
+            continue;
+        };
+        let config = match serde_json::from_str::<serde_json::Value>(&r.config_json) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        runs.push(RunInfo {
+            id: r.id,
+            sweep_id: r.sweep_id,
+            sweep: s.sweep.clone(),
+            status: r.status(),
+            name: r.name,
+            stalled: stalled.contains(&r.id),
+            steps_done: r.steps_done,
+            steps_total: r.steps_total,
+            steps_per_s: speeds.get(&r.id).copied(),
+            last_loss: s.last_loss,
+            best_loss: s.best_loss,
+            nll_bpd: s.nll_bpd,
+            nll_bpd_stderr: s.nll_bpd_stderr,
+            dataset: r.dataset,
+            model: r.model,
+            schedule: r.schedule,
+            t: r.timesteps,
+            seed: r.seed,
+            device: r.device,
+            host: r.host,
+            worker: r.worker,
+            slurm_job: r.slurm_job,
+            slurm_task: r.slurm_task,
+            attempts: r.attempts,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            error: r.error,
+            config,
+        });
+    }
+    Ok(runs)
 }
 
 /// A sweep as the dashboard shows it. Its axes come from the store; a sweep registered by a
