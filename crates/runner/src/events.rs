@@ -16,12 +16,6 @@ pub enum RunEvent<'a> {
     Note(&'a str),
     /// A training step finished (`stats.step` of `total`).
     Step { stats: &'a StepStats, total: usize },
-    /// Progress of a phase that is not training ("sampling", "NLL").
-    Phase {
-        name: &'a str,
-        done: usize,
-        total: usize,
-    },
     /// A checkpoint of `step` is about to be written: what came before it must be durable.
     Checkpointing { step: usize },
     /// The checkpoint of `step` is on disk at `path`.
@@ -61,7 +55,6 @@ fn show(observer: &dyn Observer, event: &RunEvent) {
     match *event {
         RunEvent::Note(msg) => observer.note(msg),
         RunEvent::Step { stats, total } => observer.step(stats.step, total, stats.loss),
-        RunEvent::Phase { name, done, total } => observer.phase(name, done, total),
         _ => {}
     }
 }
@@ -90,7 +83,8 @@ impl Events<'_> {
         self.emit(RunEvent::Note(msg))
     }
 
-    /// A progress callback for a phase, for the core's loops.
+    /// Progress of a phase that is not training ("sampling", "NLL"), for the core's loops: shown,
+    /// not recorded, so it needs no event.
     pub fn phase(&self, name: &str, done: usize, total: usize) {
         self.observer.phase(name, done, total);
     }

@@ -277,7 +277,7 @@ impl EventSink for RunRecorder<'_> {
                 value,
                 details,
             } => self.recorder.eval(name, value, details),
-            RunEvent::Note(_) | RunEvent::Phase { .. } => Ok(()),
+            RunEvent::Note(_) => Ok(()),
         }
     }
 }
