@@ -466,7 +466,9 @@ pub fn load_clip(ck: &Checkpoint, device: &Device) -> Result<Clip> {
     Ok(clip)
 }
 
-/// s·∇ₓ(f(x_t, t)·g(c)): the CLIP guidance gradient of GLIDE, through candle's autograd.
+/// s·∇ₓ(e^ℓ·f(x_t, t)·g(c)) with ℓ CLIP's learned log logit scale: GLIDE's `cond_fn`, and
+/// s·∇ₓ log p(c | x_t) for the softmax over captions that CLIP was trained with (the
+/// normaliser's gradient aside), through candle's autograd.
 pub struct ClipGuide<'a> {
     pub clip: &'a Clip,
     /// The sampler's schedule (its t is converted to a noise level).
@@ -496,6 +498,11 @@ impl ClipGuide<'_> {
 impl crate::sampler::Guide for ClipGuide<'_> {
     fn gradient(&self, x_t: &Tensor, t: &[usize]) -> Result<Tensor> {
         let (_, g) = self.score_and_grad(x_t, t)?;
-        Ok((g * self.scale)?)
+        let logit_scale = self
+            .clip
+            .logit_scale()?
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?[0];
+        Ok((g * (self.scale * logit_scale))?)
     }
 }

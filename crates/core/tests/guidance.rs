@@ -66,6 +66,50 @@ fn clip_guidance_gradient_matches_finite_differences() {
     }
 }
 
+/// GLIDE's `cond_fn` differentiates exp(ℓ)·f·g: the guide's gradient is s·e^ℓ times the bare
+/// score's, with ℓ the CLIP's learned log logit scale.
+#[test]
+fn clip_guidance_includes_the_learned_logit_scale() {
+    use ddlab_core::sampler::Guide;
+    let dev = Device::Cpu;
+    let cfg = ClipConfig::for_dataset(DatasetKind::Mnist, 1, 12).unwrap();
+    let store = ParamStore::new();
+    let clip = Clip::new(&ParamBuilder::new(&store, 3, &dev), &cfg).unwrap();
+    let mut tensors: std::collections::HashMap<String, Tensor> = store
+        .tensors("")
+        .into_iter()
+        .map(|(k, v)| (k, v.copy().unwrap()))
+        .collect();
+    let ell = (1.0f32 / 0.07).ln();
+    tensors.insert("log_scale".into(), Tensor::new(&[ell], &dev).unwrap());
+    store.load(&tensors, "").unwrap();
+    let schedule = ScheduleConfig::new(ScheduleKind::Cosine, 1000)
+        .build()
+        .unwrap();
+    let text = clip.encode_text(&["the digit 7"], &dev).unwrap();
+    let guide = ClipGuide {
+        clip: &clip,
+        schedule: &schedule,
+        text,
+        scale: 2.0,
+    };
+    let x = Rng::new(1, 1).randn((1, 1, 12, 12), &dev).unwrap();
+    let (_, bare) = guide.score_and_grad(&x, &[300]).unwrap();
+    let g = guide.gradient(&x, &[300]).unwrap();
+    let ratio = (g / bare)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let want = 2.0 / 0.07;
+    assert!(
+        ratio.iter().all(|r| (*r as f64 / want - 1.0).abs() < 1e-4),
+        "gradient ratio {:?}, want {want}",
+        &ratio[..4]
+    );
+}
+
 #[test]
 fn guidance_at_scale_zero_reproduces_unguided_sampling_bit_for_bit() {
     let dev = Device::Cpu;

@@ -199,6 +199,10 @@ fn train_clip(job: &Job) -> Result<HelperOutcome> {
         )?;
         evals.push((name, acc));
     }
+    // CLIP guidance multiplies its gradient by this (GLIDE's cond_fn), so users see it.
+    let logit_scale = trainer.clip.logit_scale()?.to_vec1::<f32>()?[0] as f64;
+    rec.eval("logit_scale", Some(logit_scale), "{}")?;
+    evals.push(("logit_scale".into(), logit_scale));
     write_atomic(job.out, &trainer.checkpoint()?.to_bytes()?)?;
     rec.checkpointed(trainer.step_count(), job.out)?;
     Ok(HelperOutcome {
