@@ -22,8 +22,19 @@ impl RunConfig {
 
     /// The keys that decide the trained weights: the identity with every key of another role
     /// at its default. Runs that share it can share one training.
+    /// `variance` is a sampling key except at `learned`, where it shapes the network and its
+    /// loss: then it joins the training identity.
     pub fn training_identity(&self) -> BTreeMap<String, serde_json::Value> {
-        self.keeping(|role| role == Role::Training).identity()
+        let mut training = self.keeping(|role| role == Role::Training);
+        if self.learns_variance() {
+            training.variance = self.variance;
+        }
+        training.identity()
+    }
+
+    /// Whether the network learns Σ_θ (variance = "learned").
+    pub fn learns_variance(&self) -> bool {
+        self.variance == ddlab_core::sampler::DdpmVariance::Learned
     }
 
     /// A short stable hash of the identity.

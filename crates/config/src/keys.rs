@@ -127,6 +127,8 @@ run_keys! {
     /// eps | x0 | v
     [Training] objective: Objective = Objective::Eps,
     [Training] min_snr_gamma: Option<f64> = None,
+    /// λ of L_hybrid = L_simple + λ·L_vlb when variance = "learned" (Nichol & Dhariwal 2021).
+    [Training] hybrid_lambda: f64 = 0.001,
 
     // --- optimisation
     [Training] steps: usize = 2000,
@@ -140,15 +142,17 @@ run_keys! {
     [Training] seed: u64 = 0,
 
     // --- sampling
-    /// ddpm | ddim
+    /// ddpm | ddim | dpmpp2m
     [Sampling] sampler: SamplerKind = SamplerKind::Ddim,
-    /// Sampling steps S ≤ T (default: T for DDPM, min(T, 50) for DDIM).
+    /// Sampling steps S ≤ T (default: T for DDPM, min(T, 50) for DDIM, min(T, 20) for
+    /// DPM-Solver++).
     [Sampling] sample_steps: Option<usize> = None,
     /// linspace | leading | trailing
     [Sampling] spacing: TimestepSpacing = TimestepSpacing::Trailing,
     /// DDIM η.
     [Sampling] eta: f64 = 0.0,
-    /// DDPM σ²: beta-tilde | beta
+    /// DDPM σ²: beta-tilde | beta | learned. `learned` also decides the training: the U-Net
+    /// outputs Σ_θ too and trains on L_hybrid (see `RunConfig::learns_variance`).
     [Sampling] variance: DdpmVariance = DdpmVariance::BetaTilde,
     [Sampling] clip_x0: bool = true,
     /// Images per sample grid.

@@ -100,6 +100,7 @@ impl RunConfig {
         if let Some(v) = self.norm_groups {
             model.norm_groups = v;
         }
+        model.learn_sigma = self.learns_variance();
         if self.captions {
             let tokenizer = dataset_tokenizer(self.dataset).map_err(|e| invalid(e.to_string()))?;
             let text = CaptionConditioning::new(tokenizer, model.time_embed_dim());
@@ -149,6 +150,7 @@ impl RunConfig {
             min_snr_gamma: self.min_snr_gamma,
             seed: self.seed,
             caption_dropout: self.caption_dropout,
+            hybrid_lambda: self.hybrid_lambda,
         };
         train
             .validate(schedule)

@@ -57,6 +57,20 @@ impl FromStr for Objective {
 pub struct Prediction {
     pub eps: Tensor,
     pub x0: Tensor,
+    /// For a network that learns its variance: per pixel, the weight f ∈ [0, 1] of log β_t
+    /// against log β̃_t in log Σ_θ (improved-diffusion's `frac`, (v + 1)/2).
+    pub var_frac: Option<Tensor>,
+}
+
+impl Prediction {
+    /// A prediction with a fixed variance.
+    pub fn fixed(eps: Tensor, x0: Tensor) -> Self {
+        Self {
+            eps,
+            x0,
+            var_frac: None,
+        }
+    }
 }
 
 /// A noise schedule bound to a device: per-timestep coefficients gathered into broadcastable
@@ -125,9 +139,26 @@ impl Diffusion {
         })
     }
 
-    /// Converts a network output into (ε, x_0). The v and x_0 forms never divide by √ᾱ, so they
-    /// stay finite at ᾱ_T = 0 (zero terminal SNR).
+    /// Converts a network output into (ε, x_0), and for a network with twice x_t's channels
+    /// (a learned variance) the variance weight from the second half. The v and x_0 forms
+    /// never divide by √ᾱ, so they stay finite at ᾱ_T = 0 (zero terminal SNR).
     pub fn prediction(
+        &self,
+        objective: Objective,
+        x_t: &Tensor,
+        out: &Tensor,
+        t: &[usize],
+    ) -> Result<Prediction> {
+        let (main, var_values) = split_output(x_t, out)?;
+        let mut pred = self.mean_prediction(objective, x_t, &main, t)?;
+        if let Some(v) = var_values {
+            pred.var_frac = Some(((v + 1.0)? * 0.5)?);
+        }
+        Ok(pred)
+    }
+
+    /// (ε, x_0) from the part of the output that predicts the objective.
+    fn mean_prediction(
         &self,
         objective: Objective,
         x_t: &Tensor,
@@ -137,19 +168,28 @@ impl Diffusion {
         let sa = self.sqrt_ab(t)?;
         let s1 = self.sqrt_1m_ab(t)?;
         Ok(match objective {
-            Objective::Eps => Prediction {
-                x0: (x_t - out.broadcast_mul(&s1)?)?.broadcast_div(&sa)?,
-                eps: out.clone(),
-            },
-            Objective::X0 => Prediction {
-                eps: (x_t - out.broadcast_mul(&sa)?)?.broadcast_div(&s1)?,
-                x0: out.clone(),
-            },
-            Objective::V => Prediction {
-                x0: (x_t.broadcast_mul(&sa)? - out.broadcast_mul(&s1)?)?,
-                eps: (x_t.broadcast_mul(&s1)? + out.broadcast_mul(&sa)?)?,
-            },
+            Objective::Eps => Prediction::fixed(
+                out.clone(),
+                (x_t - out.broadcast_mul(&s1)?)?.broadcast_div(&sa)?,
+            ),
+            Objective::X0 => Prediction::fixed(
+                (x_t - out.broadcast_mul(&sa)?)?.broadcast_div(&s1)?,
+                out.clone(),
+            ),
+            Objective::V => Prediction::fixed(
+                (x_t.broadcast_mul(&s1)? + out.broadcast_mul(&sa)?)?,
+                (x_t.broadcast_mul(&sa)? - out.broadcast_mul(&s1)?)?,
+            ),
         })
+    }
+
+    /// log Σ_θ = f·log β_t + (1 − f)·log β̃_t (β̃ clipped at t = 0 as everywhere), per pixel.
+    pub fn learned_log_variance(&self, frac: &Tensor, t: &[usize]) -> Result<Tensor> {
+        let s = &self.schedule;
+        let max_log = self.coef(t, |i| s.betas[i].ln())?;
+        let min_log = self.coef(t, |i| s.posterior_log_variance_clipped[i])?;
+        Ok((frac.broadcast_mul(&max_log)?
+            + (frac.ones_like()? - frac)?.broadcast_mul(&min_log)?)?)
     }
 
     /// ε implied by x_t and an x_0 estimate.
@@ -163,5 +203,21 @@ impl Diffusion {
         let c1 = self.coef(t, |i| s.posterior_mean_coef1[i])?;
         let c2 = self.coef(t, |i| s.posterior_mean_coef2[i])?;
         Ok((x0.broadcast_mul(&c1)? + x_t.broadcast_mul(&c2)?)?)
+    }
+}
+
+/// The network output's objective part and, when it has twice x_t's channels, its variance
+/// part (raw values v, read as [−1, 1]).
+pub fn split_output(x_t: &Tensor, out: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+    let (c, c_out) = (x_t.dim(1)?, out.dim(1)?);
+    if c_out == c {
+        Ok((out.clone(), None))
+    } else if c_out == 2 * c {
+        Ok((out.narrow(1, 0, c)?, Some(out.narrow(1, c, c)?)))
+    } else {
+        Err(Error::InvalidModel(format!(
+            "the network outputs {c_out} channels for {c}-channel images (expected {c}, or {} with a learned variance)",
+            2 * c
+        )))
     }
 }

@@ -14,7 +14,7 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 use std::f64::consts::LN_2;
 
-use crate::diffusion::Diffusion;
+use crate::diffusion::{Diffusion, Prediction};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 use crate::sampler::{DdpmVariance, Denoiser};
@@ -109,10 +109,11 @@ impl Terms {
     }
 }
 
-/// Variance of p(x_{t−1} | x_t) at index t, in log form.
+/// Variance of p(x_{t−1} | x_t) at index t, in log form, for a fixed variance.
 fn model_logvar(s: &NoiseSchedule, variance: DdpmVariance, t: usize) -> f64 {
     match variance {
-        DdpmVariance::BetaTilde => s.posterior_log_variance_clipped[t],
+        // A learned variance comes per pixel from the network (`Evaluation::log_variances`).
+        DdpmVariance::BetaTilde | DdpmVariance::Learned => s.posterior_log_variance_clipped[t],
         DdpmVariance::Beta => {
             if t == 0 && s.len() > 1 {
                 s.posterior_variance[1].ln()
@@ -144,10 +145,8 @@ struct Evaluation<'a> {
     denoiser: &'a dyn Denoiser,
     diffusion: &'a Diffusion,
     cfg: &'a NllConfig,
-    /// The images on the model's device, and on the CPU as rows of `dims`.
+    /// The images on the model's device.
     data: Tensor,
-    data_cpu: Vec<f32>,
-    dims: usize,
 }
 
 impl Evaluation<'_> {
@@ -161,53 +160,109 @@ impl Evaluation<'_> {
         let noise = rng.randn(x0.shape(), device)?;
         let x_t = diffusion.q_sample(&x0, &ts, &noise)?;
         let pred = self.denoiser.predict(&x_t, &ts)?;
-        let x0_hat = if self.cfg.clip_x0 {
-            pred.x0.clamp(-1f32, 1f32)?
-        } else {
-            pred.x0
+        let reverse = ReverseStep {
+            variance: self.cfg.variance,
+            clip_x0: self.cfg.clip_x0,
         };
-        let mu_p: Vec<f32> = diffusion
-            .q_posterior_mean(&x0_hat, &x_t, &ts)?
-            .flatten_all()?
-            .to_vec1()?;
-        let mu_q: Vec<f32> = diffusion
-            .q_posterior_mean(&x0, &x_t, &ts)?
-            .flatten_all()?
-            .to_vec1()?;
-        let dims = self.dims;
-        Ok(chunk
-            .iter()
-            .enumerate()
-            .map(|(r, job)| {
-                let mp = &mu_p[r * dims..(r + 1) * dims];
-                let mq = &mu_q[r * dims..(r + 1) * dims];
-                self.term_bits(job, mp, mq)
-            })
-            .collect())
+        bound_term_bits(diffusion, reverse, &x0, &x_t, pred, &ts)
     }
+}
 
-    /// Bits/dim of one job from the reverse mean `mp` and the posterior mean `mq`.
-    fn term_bits(&self, job: &Job, mp: &[f32], mq: &[f32]) -> f64 {
-        let s = &self.diffusion.schedule;
-        let (dims, lv_p) = (self.dims, model_logvar(s, self.cfg.variance, job.t));
-        if job.t == 0 {
-            let x = &self.data_cpu[job.image * dims..(job.image + 1) * dims];
-            let ll: f64 = x
-                .iter()
-                .zip(mp)
-                .map(|(&xv, &m)| {
-                    discretized_gaussian_log_likelihood(xv as f64, m as f64, 0.5 * lv_p)
-                })
-                .sum();
-            return -ll / dims as f64 / LN_2;
+/// How the reverse step p(x_{t−1} | x_t) is formed from a prediction.
+#[derive(Debug, Clone, Copy)]
+pub struct ReverseStep {
+    pub variance: DdpmVariance,
+    /// Clip x̂_0 to [-1, 1] before forming the mean.
+    pub clip_x0: bool,
+}
+
+/// One term of the bound per row, bits/dim: the decoder term L_0 = −log p(x_0 | x_1) where
+/// t = 0, else L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p(x_{t−1} | x_t)). `x0` are the data rows
+/// x_t was drawn from and `pred` the denoiser's output at x_t.
+pub fn bound_term_bits(
+    diffusion: &Diffusion,
+    reverse: ReverseStep,
+    x0: &Tensor,
+    x_t: &Tensor,
+    pred: Prediction,
+    ts: &[usize],
+) -> Result<Vec<f64>> {
+    let x0_hat = if reverse.clip_x0 {
+        pred.x0.clamp(-1f32, 1f32)?
+    } else {
+        pred.x0
+    };
+    let rows_of = |t: Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1()?) };
+    let mu_p = rows_of(diffusion.q_posterior_mean(&x0_hat, x_t, ts)?)?;
+    let mu_q = rows_of(diffusion.q_posterior_mean(x0, x_t, ts)?)?;
+    let data = rows_of(x0.to_dtype(DType::F32)?)?;
+    let log_vars = match reverse.variance {
+        DdpmVariance::Learned => {
+            let frac = pred.var_frac.as_ref().ok_or_else(|| {
+                Error::InvalidNll(
+                    "variance = learned needs a network trained with variance = learned".into(),
+                )
+            })?;
+            Some(rows_of(diffusion.learned_log_variance(frac, ts)?)?)
         }
-        let lv_q = s.posterior_log_variance_clipped[job.t];
-        let kl: f64 = mq
+        _ => None,
+    };
+    let dims = data.len() / ts.len().max(1);
+    let s = &diffusion.schedule;
+    Ok(ts
+        .iter()
+        .enumerate()
+        .map(|(r, &t)| {
+            let rows = r * dims..(r + 1) * dims;
+            let lv_p = match &log_vars {
+                Some(lv) => LogVar::PerPixel(&lv[rows.clone()]),
+                None => LogVar::Fixed(model_logvar(s, reverse.variance, t)),
+            };
+            let means = (&mu_p[rows.clone()], &mu_q[rows.clone()]);
+            term_bits(s, t, &data[rows], means, lv_p)
+        })
+        .collect())
+}
+
+/// Bits/dim of one row at index t from the data `x`, the reverse mean and the posterior mean
+/// (`means`), and the reverse log variance.
+fn term_bits(s: &NoiseSchedule, t: usize, x: &[f32], means: (&[f32], &[f32]), lv_p: LogVar) -> f64 {
+    let (mp, mq) = means;
+    let dims = x.len() as f64;
+    if t == 0 {
+        let ll: f64 = x
             .iter()
             .zip(mp)
-            .map(|(&a, &b)| normal_kl(a as f64, lv_q, b as f64, lv_p))
+            .enumerate()
+            .map(|(i, (&xv, &m))| {
+                discretized_gaussian_log_likelihood(xv as f64, m as f64, 0.5 * lv_p.at(i))
+            })
             .sum();
-        kl / dims as f64 / LN_2
+        return -ll / dims / LN_2;
+    }
+    let lv_q = s.posterior_log_variance_clipped[t];
+    let kl: f64 = mq
+        .iter()
+        .zip(mp)
+        .enumerate()
+        .map(|(i, (&a, &b))| normal_kl(a as f64, lv_q, b as f64, lv_p.at(i)))
+        .sum();
+    kl / dims / LN_2
+}
+
+/// The reverse step's log variance: one value, or one per pixel from the network.
+#[derive(Clone, Copy)]
+enum LogVar<'a> {
+    Fixed(f64),
+    PerPixel(&'a [f32]),
+}
+
+impl LogVar<'_> {
+    fn at(self, i: usize) -> f64 {
+        match self {
+            LogVar::Fixed(v) => v,
+            LogVar::PerPixel(v) => v[i] as f64,
+        }
     }
 }
 
@@ -244,8 +299,6 @@ pub fn nll_bpd(
         diffusion,
         cfg,
         data: data.to_device(diffusion.device())?,
-        data_cpu,
-        dims,
     };
     let n_jobs = terms.jobs.len();
     for (done, chunk) in terms.jobs.chunks(cfg.batch_size).enumerate() {

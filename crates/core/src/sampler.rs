@@ -1,8 +1,9 @@
 //! Reverse-process samplers. Every sampler implements [`Sampler`]: it visits a respaced
 //! subsequence of S ≤ T timesteps and maps x_t plus the denoiser's prediction to the next x.
 //! Classifier (e.g. CLIP) guidance enters each step as a gradient g = s·∇ₓ log p(c | x_t), which
-//! each sampler applies in its own parameterisation: DDPM shifts the mean by Σ·g (Dhariwal &
-//! Nichol 2021, GLIDE), DDIM shifts ε by −√(1−ᾱ_t)·g.
+//! each sampler applies in its own parameterisation, in guided-diffusion's order: DDPM shifts
+//! the mean by Σ·g (Dhariwal & Nichol 2021, GLIDE), DDIM shifts ε by −√(1−ᾱ_t)·g after x̂_0 is
+//! clipped.
 
 use candle_core::{Shape, Tensor};
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,9 @@ use crate::diffusion::{Diffusion, Prediction};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 use crate::schedule::NoiseSchedule;
+
+mod dpm_solver;
+pub use dpm_solver::DpmSolverPp2m;
 
 /// How S sampling timesteps are picked from 0..T (diffusers' `timestep_spacing`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -89,6 +93,9 @@ pub enum DdpmVariance {
     /// σ_t² = β_t ("fixed large"). Optimal for x_0 ~ N(0, I). At t = 1, β̃_2 as in
     /// improved-diffusion, for a better decoder likelihood.
     Beta,
+    /// Σ_θ learned per pixel between β̃_t and β_t (Nichol & Dhariwal 2021); needs a network
+    /// trained with it.
+    Learned,
 }
 
 impl FromStr for DdpmVariance {
@@ -97,8 +104,9 @@ impl FromStr for DdpmVariance {
         match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
             "beta-tilde" | "small" | "fixed-small" => Ok(Self::BetaTilde),
             "beta" | "large" | "fixed-large" => Ok(Self::Beta),
+            "learned" | "learned-range" => Ok(Self::Learned),
             _ => Err(Error::InvalidSampler(format!(
-                "unknown DDPM variance `{s}` (expected beta-tilde or beta)"
+                "unknown DDPM variance `{s}` (expected beta-tilde, beta or learned)"
             ))),
         }
     }
@@ -109,6 +117,7 @@ impl fmt::Display for DdpmVariance {
         f.write_str(match self {
             Self::BetaTilde => "beta-tilde",
             Self::Beta => "beta",
+            Self::Learned => "learned",
         })
     }
 }
@@ -122,24 +131,29 @@ pub enum SamplerKind {
     /// DDIM (Song et al. 2021), η interpolating to DDPM.
     #[default]
     Ddim,
+    /// DPM-Solver++(2M) (Lu et al. 2022): second-order multistep in the data-prediction form.
+    Dpmpp2m,
 }
 
 impl SamplerKind {
-    pub const ALL: [SamplerKind; 2] = [SamplerKind::Ddpm, SamplerKind::Ddim];
+    pub const ALL: [SamplerKind; 3] = [SamplerKind::Ddpm, SamplerKind::Ddim, SamplerKind::Dpmpp2m];
 
     pub fn name(self) -> &'static str {
         match self {
             SamplerKind::Ddpm => "ddpm",
             SamplerKind::Ddim => "ddim",
+            SamplerKind::Dpmpp2m => "dpmpp2m",
         }
     }
 
     /// Sampling steps when none are given: all T for DDPM, whose quality falls quickly with
-    /// fewer; min(T, 50) for DDIM, which holds up at 50 (Song et al. 2021, Table 1).
+    /// fewer; min(T, 50) for DDIM, which holds up at 50 (Song et al. 2021, Table 1); min(T, 20)
+    /// for DPM-Solver++, whose second order converges by 15–20 (Lu et al. 2022).
     pub fn default_steps(self, t: usize) -> usize {
         match self {
             SamplerKind::Ddpm => t,
             SamplerKind::Ddim => t.min(50),
+            SamplerKind::Dpmpp2m => t.min(20),
         }
     }
 }
@@ -151,7 +165,9 @@ impl FromStr for SamplerKind {
             .into_iter()
             .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
-                Error::InvalidSampler(format!("unknown sampler `{s}` (expected ddpm or ddim)"))
+                Error::InvalidSampler(format!(
+                    "unknown sampler `{s}` (expected ddpm, ddim or dpmpp2m)"
+                ))
             })
     }
 }
@@ -192,6 +208,11 @@ pub enum SamplerConfig {
         eta: f64,
         clip_x0: bool,
     },
+    Dpmpp2m {
+        steps: usize,
+        spacing: TimestepSpacing,
+        clip_x0: bool,
+    },
 }
 
 impl SamplerConfig {
@@ -211,6 +232,11 @@ impl SamplerConfig {
                 eta: o.eta,
                 clip_x0: o.clip_x0,
             },
+            SamplerKind::Dpmpp2m => SamplerConfig::Dpmpp2m {
+                steps,
+                spacing: o.spacing,
+                clip_x0: o.clip_x0,
+            },
         }
     }
 
@@ -228,6 +254,11 @@ impl SamplerConfig {
                 eta,
                 clip_x0,
             } => Box::new(Ddim::new(schedule, steps, spacing, eta, clip_x0)?),
+            SamplerConfig::Dpmpp2m {
+                steps,
+                spacing,
+                clip_x0,
+            } => Box::new(DpmSolverPp2m::new(schedule, steps, spacing, clip_x0)?),
         })
     }
 
@@ -235,21 +266,37 @@ impl SamplerConfig {
         match self {
             SamplerConfig::Ddpm { .. } => "ddpm",
             SamplerConfig::Ddim { .. } => "ddim",
+            SamplerConfig::Dpmpp2m { .. } => "dpmpp2m",
         }
     }
 
     pub fn steps(&self) -> usize {
         match *self {
-            SamplerConfig::Ddpm { steps, .. } | SamplerConfig::Ddim { steps, .. } => steps,
+            SamplerConfig::Ddpm { steps, .. }
+            | SamplerConfig::Ddim { steps, .. }
+            | SamplerConfig::Dpmpp2m { steps, .. } => steps,
         }
     }
 }
 
-/// The Gaussian the next x is drawn from: mean + std·z.
+/// The Gaussian the next x is drawn from: mean + std·z, or mean + std_map ⊙ z when the
+/// variance is learned per pixel (`std` is then 0).
 #[derive(Debug, Clone)]
 pub struct StepOutput {
     pub mean: Tensor,
     pub std: f64,
+    pub std_map: Option<Tensor>,
+}
+
+impl StepOutput {
+    /// The same standard deviation for every pixel.
+    pub fn scalar(mean: Tensor, std: f64) -> Self {
+        Self {
+            mean,
+            std,
+            std_map: None,
+        }
+    }
 }
 
 /// One reverse process.
@@ -300,11 +347,24 @@ impl Ddpm {
         })
     }
 
+    /// The Σ that scales the guidance shift Σ·g at chain position j: guided-diffusion's
+    /// `model_variance`, which for β̃ is the unclipped posterior variance, 0 at the last step
+    /// (x_0 gets no guidance); the noise itself uses the clipped value of [`Self::sigma2`].
+    fn guidance_variance(&self, j: usize) -> f64 {
+        match self.variance {
+            DdpmVariance::BetaTilde => self.chain.posterior_variance[j],
+            DdpmVariance::Beta | DdpmVariance::Learned => self.sigma2(j),
+        }
+    }
+
     /// σ² of chain position j.
     fn sigma2(&self, j: usize) -> f64 {
         let c = &self.chain;
         match self.variance {
-            DdpmVariance::BetaTilde => c.posterior_log_variance_clipped[j].exp(),
+            // A learned variance never gets here (`learned_step`); its v = 0 end is β̃.
+            DdpmVariance::BetaTilde | DdpmVariance::Learned => {
+                c.posterior_log_variance_clipped[j].exp()
+            }
             DdpmVariance::Beta => {
                 if j == 0 && c.len() > 1 {
                     c.posterior_variance[1]
@@ -340,14 +400,49 @@ impl Sampler for Ddpm {
         } else {
             pred.x0.clone()
         };
-        let mut mean = ((&x0 * c.posterior_mean_coef1[j])? + (x_t * c.posterior_mean_coef2[j])?)?;
-        let sigma2 = self.sigma2(j);
-        if let Some(g) = guidance {
-            mean = (mean + (g * sigma2)?)?;
+        let mean = ((&x0 * c.posterior_mean_coef1[j])? + (x_t * c.posterior_mean_coef2[j])?)?;
+        if self.variance == DdpmVariance::Learned {
+            return self.learned_step(j, mean, pred, guidance);
         }
+        let sigma2 = self.sigma2(j);
+        let mean = match guidance {
+            Some(g) => (mean + (g * self.guidance_variance(j))?)?,
+            None => mean,
+        };
         // No noise on the last step (x_0 is the mean).
         let std = if j == 0 { 0.0 } else { sigma2.sqrt() };
-        Ok(StepOutput { mean, std })
+        Ok(StepOutput::scalar(mean, std))
+    }
+}
+
+impl Ddpm {
+    /// A step with the network's own Σ_θ: log Σ = f·log β'_j + (1−f)·log β̃'_j on the respaced
+    /// chain (improved-diffusion's `respace.py` hands the respaced β to the same formula).
+    fn learned_step(
+        &self,
+        j: usize,
+        mean: Tensor,
+        pred: &Prediction,
+        guidance: Option<&Tensor>,
+    ) -> Result<StepOutput> {
+        let frac = pred.var_frac.as_ref().ok_or_else(|| {
+            Error::InvalidSampler(
+                "variance = learned needs a network trained with variance = learned".into(),
+            )
+        })?;
+        let c = &self.chain;
+        let (max_log, min_log) = (c.betas[j].ln(), c.posterior_log_variance_clipped[j]);
+        let var = ((frac * (max_log - min_log))? + min_log)?.exp()?;
+        let mean = match guidance {
+            Some(g) => (mean + (g * &var)?)?,
+            None => mean,
+        };
+        let std_map = if j == 0 { None } else { Some(var.sqrt()?) };
+        Ok(StepOutput {
+            mean,
+            std: 0.0,
+            std_map,
+        })
     }
 }
 
@@ -403,17 +498,19 @@ impl Sampler for Ddim {
             None => 1.0,
         };
         let (mut eps, mut x0) = (pred.eps.clone(), pred.x0.clone());
+        // guided-diffusion's order (`ddim_sample` → `condition_score`): clip x̂_0 and re-derive
+        // ε from it, then shift ε by the guidance and never clip again, so pixels whose x̂_0
+        // sits at ±1 are still guided.
+        if self.clip_x0 {
+            x0 = x0.clamp(-1f32, 1f32)?;
+            eps = ((x_t - (&x0 * ab.sqrt())?)? / (1.0 - ab).sqrt())?;
+        }
         if let Some(g) = guidance {
-            // ε̂ = ε − √(1−ᾱ_t)·g, and the x_0 it implies, x̂_0 = x_0 + (1−ᾱ_t)/√ᾱ_t · g (the
-            // same algebra, written so that g = 0 leaves x_0 bit for bit unchanged).
+            // ε̂ = ε − √(1−ᾱ_t)·g, and the x_0 it implies, x̂_0 = x_0 + (1−ᾱ_t)/√ᾱ_t · g.
             eps = (eps - (g * (1.0 - ab).sqrt())?)?;
             if ab > 0.0 {
                 x0 = (x0 + (g * ((1.0 - ab) / ab.sqrt()))?)?;
             }
-        }
-        if self.clip_x0 {
-            x0 = x0.clamp(-1f32, 1f32)?;
-            eps = ((x_t - (&x0 * ab.sqrt())?)? / (1.0 - ab).sqrt())?;
         }
         let sigma = self.eta
             * ((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev))
@@ -421,7 +518,7 @@ impl Sampler for Ddim {
                 .sqrt();
         let dir = (1.0 - ab_prev - sigma * sigma).max(0.0).sqrt();
         let mean = ((&x0 * ab_prev.sqrt())? + (&eps * dir)?)?;
-        Ok(StepOutput { mean, std: sigma })
+        Ok(StepOutput::scalar(mean, sigma))
     }
 }
 
@@ -460,10 +557,10 @@ pub fn sample(
         let out = sampler.step(k, &x, &pred, g.as_ref(), diffusion)?;
         // Detached, so no step keeps the graph of the steps before it alive (with a network
         // whose weights are autograd variables, memory would grow with every step).
-        x = if out.std > 0.0 {
-            (out.mean + (rng.randn(x.shape(), x.device())? * out.std)?)?
-        } else {
-            out.mean
+        x = match &out.std_map {
+            Some(std) => (&out.mean + (rng.randn(x.shape(), x.device())? * std)?)?,
+            None if out.std > 0.0 => (out.mean + (rng.randn(x.shape(), x.device())? * out.std)?)?,
+            None => out.mean,
         }
         .detach();
         on_step(k + 1, ts.len());
@@ -494,7 +591,7 @@ impl Denoiser for GaussianOracle<'_> {
             .diffusion
             .coef(t, |i| ab[i].sqrt() * s2 / (ab[i] * s2 + 1.0 - ab[i]))?;
         let x0 = (x_t.broadcast_sub(&shift)?.broadcast_mul(&gain0)? + mu)?;
-        Ok(Prediction { eps, x0 })
+        Ok(Prediction::fixed(eps, x0))
     }
 }
 
@@ -561,9 +658,15 @@ impl Denoiser for CfgDenoiser<'_> {
         let t2: Vec<usize> = t.iter().chain(t).copied().collect();
         let c2 = Tensor::cat(&[&self.cond, &self.null], 0)?;
         let out = self.model.forward(&x2, &t2, Some(&c2), None)?;
+        let (out, var_values) = crate::diffusion::split_output(&x2, &out)?;
         let cond = out.narrow(0, 0, b)?;
         let uncond = out.narrow(0, b, b)?;
         let guided = (&uncond + ((cond - &uncond)? * self.scale)?)?;
+        // A learned variance is the conditional branch's, as in GLIDE's sampling.
+        let guided = match var_values {
+            Some(v) => Tensor::cat(&[&guided, &v.narrow(0, 0, b)?], 1)?,
+            None => guided,
+        };
         self.diffusion.prediction(self.objective, x_t, &guided, t)
     }
 }

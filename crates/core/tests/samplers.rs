@@ -137,6 +137,7 @@ fn predicted_moments(
                     _ if last => 0.0,
                     DdpmVariance::BetaTilde => beta * (1.0 - ap) / (1.0 - a),
                     DdpmVariance::Beta => beta,
+                    DdpmVariance::Learned => panic!("fixed variances only"),
                 };
                 (c1 * g + c2, c1 * (mu - g * a.sqrt() * mu), sigma2)
             }
@@ -292,10 +293,7 @@ fn guidance_shifts_ddpm_mean_by_sigma_squared_times_gradient() {
     )
     .unwrap();
     let x = Tensor::ones((1, 1, 2, 2), candle_core::DType::F32, &dev).unwrap();
-    let pred = Prediction {
-        eps: x.zeros_like().unwrap(),
-        x0: x.clone(),
-    };
+    let pred = Prediction::fixed(x.zeros_like().unwrap(), x.clone());
     let g = (x.ones_like().unwrap() * 3.0).unwrap();
     let a = s.step(10, &x, &pred, None, &diffusion).unwrap();
     let b = s.step(10, &x, &pred, Some(&g), &diffusion).unwrap();
@@ -311,4 +309,142 @@ fn guidance_shifts_ddpm_mean_by_sigma_squared_times_gradient() {
             .all(|v| (*v as f64 - want).abs() < 1e-6 * want.max(1e-3)),
         "{d:?} vs {want}"
     );
+}
+
+/// The guided DDIM step of guided-diffusion (`condition_score`): clip x̂_0, shift ε, no second
+/// clip. Worked by hand on the linear schedule at T = 100 from t = 10 to t = 9.
+#[test]
+fn ddim_guidance_survives_clipping() {
+    let dev = Device::Cpu;
+    let schedule = ScheduleConfig::new(ScheduleKind::Linear, 100)
+        .build()
+        .unwrap();
+    assert!((schedule.alpha_bars[10] - 0.884742).abs() < 1e-6);
+    assert!((schedule.alpha_bars[9] - 0.903813).abs() < 1e-6);
+    let diffusion = Diffusion::new(schedule.clone(), &dev);
+    let s = Ddim::new(&schedule, 100, TimestepSpacing::Trailing, 0.0, true).unwrap();
+    let k = s.timesteps().iter().position(|&t| t == 10).unwrap();
+    let x = Tensor::full(0.9f32, (1, 1, 1, 1), &dev).unwrap();
+    let x0 = Tensor::full(1.0f32, (1, 1, 1, 1), &dev).unwrap();
+    let pred = Prediction::fixed(diffusion.eps_from_x0(&x, &x0, &[10]).unwrap(), x0);
+    let g = Tensor::full(1.0f32, (1, 1, 1, 1), &dev).unwrap();
+    let mean_of = |g: Option<&Tensor>| -> f64 {
+        let out = s.step(k, &x, &pred, g, &diffusion).unwrap();
+        out.mean.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0] as f64
+    };
+    let (plain, guided) = (mean_of(None), mean_of(Some(&g)));
+    assert!((plain - 0.913595).abs() < 2e-6, "unguided {plain}");
+    assert!((guided - 0.924797).abs() < 2e-5, "guided {guided}");
+}
+
+/// guided-diffusion adds Σ·g with Σ = β̃_t, which is 0 at the last step: x_0 is not shifted.
+#[test]
+fn ddpm_guidance_leaves_the_last_step_alone() {
+    let dev = Device::Cpu;
+    let schedule = ScheduleConfig::new(ScheduleKind::Linear, 100)
+        .build()
+        .unwrap();
+    let diffusion = Diffusion::new(schedule.clone(), &dev);
+    let x = Tensor::full(0.5f32, (1, 1, 2, 2), &dev).unwrap();
+    let pred = Prediction::fixed(x.zeros_like().unwrap(), x.clone());
+    let g = (x.ones_like().unwrap() * 3.0).unwrap();
+    for variance in [DdpmVariance::BetaTilde, DdpmVariance::Beta] {
+        let s = Ddpm::new(&schedule, 100, TimestepSpacing::Trailing, variance, false).unwrap();
+        let last = s.timesteps().len() - 1;
+        let a = s.step(last, &x, &pred, None, &diffusion).unwrap();
+        let b = s.step(last, &x, &pred, Some(&g), &diffusion).unwrap();
+        let d: f32 = (b.mean - a.mean)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        match variance {
+            DdpmVariance::BetaTilde => assert_eq!(d, 0.0, "β̃ guides x_0"),
+            // Fixed-large keeps σ² = β̃_1 there, as guided-diffusion's `model_variance` does.
+            DdpmVariance::Beta => assert!(d > 0.0),
+            DdpmVariance::Learned => unreachable!(),
+        }
+    }
+}
+
+/// (A, B) of the affine map a deterministic sampler driven by the Gaussian oracle applies to
+/// x_T over its first `steps` steps, read off by pushing x = 0 and x = 1 through it.
+fn affine_map(sampler: &dyn Sampler, diffusion: &Diffusion, steps: usize) -> (f64, f64) {
+    let oracle = GaussianOracle {
+        diffusion,
+        mean: 0.7,
+        std: 0.3,
+    };
+    let mut x = Tensor::new(&[0f32, 1.0], &Device::Cpu)
+        .unwrap()
+        .reshape((2, 1, 1, 1))
+        .unwrap();
+    for (k, &t) in sampler.timesteps()[..steps].iter().enumerate() {
+        let pred = ddlab_core::sampler::Denoiser::predict(&oracle, &x, &[t, t]).unwrap();
+        x = sampler.step(k, &x, &pred, None, diffusion).unwrap().mean;
+    }
+    let v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+    ((v[1] - v[0]) as f64, v[0] as f64)
+}
+
+/// How far a sampler's map from the first visited timestep to the last is from the exact
+/// probability-flow ODE's, which for N(μ, s²) data keeps (x − √ᾱ·μ)/√(ᾱs² + 1 − ᾱ) fixed.
+/// The last step (to clean data, x̂_0 itself in both samplers) is left out: it is the same
+/// convention in both and not part of the solver's error.
+fn ode_error(sampler: &dyn Sampler, diffusion: &Diffusion) -> f64 {
+    let ab = &diffusion.schedule.alpha_bars;
+    let ts = sampler.timesteps();
+    let (first, last) = (ab[ts[0]], ab[ts[ts.len() - 1]]);
+    let (mu, s2) = (0.7f64, 0.09f64);
+    let var = |a: f64| a * s2 + 1.0 - a;
+    let a_exact = (var(last) / var(first)).sqrt();
+    let b_exact = last.sqrt() * mu - a_exact * first.sqrt() * mu;
+    let (a, b) = affine_map(sampler, diffusion, ts.len() - 1);
+    (a - a_exact).abs() + (b - b_exact).abs()
+}
+
+#[test]
+fn dpm_solver_pp_beats_ddim_at_few_steps() {
+    use ddlab_core::sampler::DpmSolverPp2m;
+    for kind in [ScheduleKind::Linear, ScheduleKind::Cosine] {
+        let schedule = ScheduleConfig::new(kind, 1000).build().unwrap();
+        let diffusion = Diffusion::new(schedule.clone(), &Device::Cpu);
+        for s in [10, 20] {
+            let sp = TimestepSpacing::Trailing;
+            let dpm = DpmSolverPp2m::new(&schedule, s, sp, false).unwrap();
+            let ddim = Ddim::new(&schedule, s, sp, 0.0, false).unwrap();
+            let (e_dpm, e_ddim) = (ode_error(&dpm, &diffusion), ode_error(&ddim, &diffusion));
+            eprintln!("{kind} S = {s}: ODE error DPM-Solver++ {e_dpm:.2e}, DDIM {e_ddim:.2e}");
+            assert!(
+                e_dpm < e_ddim / 2.5,
+                "{kind} S = {s}: {e_dpm} vs DDIM {e_ddim}"
+            );
+        }
+    }
+}
+
+/// The order of convergence on one fixed interval (t = 999 → 99) as the step shrinks from
+/// 25 to 5 timesteps: ≈ 2 for DPM-Solver++(2M), ≈ 1 for DDIM.
+#[test]
+fn dpm_solver_pp_is_second_order() {
+    use ddlab_core::sampler::DpmSolverPp2m;
+    for kind in [ScheduleKind::Linear, ScheduleKind::Cosine] {
+        let schedule = ScheduleConfig::new(kind, 1000).build().unwrap();
+        let diffusion = Diffusion::new(schedule.clone(), &Device::Cpu);
+        let ts = |step: usize| (99..=999).rev().step_by(step).collect::<Vec<_>>();
+        let err = |step: usize| {
+            let s = DpmSolverPp2m::with_timesteps(&schedule, ts(step), false).unwrap();
+            ode_error(&s, &diffusion)
+        };
+        let order = (err(25) / err(5)).ln() / 5f64.ln();
+        eprintln!(
+            "{kind}: DPM-Solver++ errors {:.2e} → {:.2e}, order {order:.2}",
+            err(25),
+            err(5)
+        );
+        assert!((1.5..2.6).contains(&order), "{kind}: order {order}");
+    }
 }

@@ -33,16 +33,16 @@ pub struct Args {
     /// A checkpoint.safetensors written by a run.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// ddpm (ancestral) or ddim.
+    /// ddpm (ancestral), ddim or dpmpp2m (DPM-Solver++(2M), second order, good at 10-20 steps).
     #[arg(long, default_value = "ddim")]
     sampler: SamplerKind,
-    /// Sampling steps S ≤ T (default: T for DDPM, min(T, 50) for DDIM).
+    /// Sampling steps S ≤ T (default: T for DDPM, min(T, 50) for DDIM, min(T, 20) for DPM-Solver++).
     #[arg(long)]
     steps: Option<usize>,
     /// DDIM η (0: deterministic).
     #[arg(long, default_value_t = 0.0)]
     eta: f64,
-    /// DDPM variance: beta-tilde or beta.
+    /// DDPM variance: beta-tilde, beta, or learned (a model trained with variance = "learned").
     #[arg(long, default_value = "beta-tilde")]
     variance: String,
     /// Timestep spacing: linspace, leading or trailing.

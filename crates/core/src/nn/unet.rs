@@ -40,6 +40,10 @@ pub struct UNetConfig {
     /// the conditioning vector, so `cond_dim` equals its `out_dim`.
     #[serde(default)]
     pub text: Option<CaptionConditioning>,
+    /// Twice the output channels: ε (or x_0, v) and, per pixel, v ∈ [−1, 1] interpolating the
+    /// reverse variance between β̃_t and β_t in log space (Nichol & Dhariwal 2021, §3.1).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub learn_sigma: bool,
 }
 
 /// The caption encoder of a text-conditioned U-Net and the vocabulary it reads.
@@ -84,6 +88,7 @@ impl UNetConfig {
             norm_groups: 4,
             cond_dim: None,
             text: None,
+            learn_sigma: false,
         }
     }
 
@@ -101,6 +106,7 @@ impl UNetConfig {
             norm_groups: 8,
             cond_dim: None,
             text: None,
+            learn_sigma: false,
         }
     }
 
@@ -118,6 +124,7 @@ impl UNetConfig {
             norm_groups: 32,
             cond_dim: None,
             text: None,
+            learn_sigma: false,
         }
     }
 
@@ -134,6 +141,7 @@ impl UNetConfig {
             norm_groups: 32,
             cond_dim: None,
             text: None,
+            learn_sigma: false,
         }
     }
 
@@ -507,7 +515,7 @@ impl UNet {
             conv_out: Conv2d::new(
                 &pb.pp("conv_out"),
                 cur,
-                cfg.in_channels,
+                cfg.in_channels * if cfg.learn_sigma { 2 } else { 1 },
                 Conv2dConfig::same(3).zeroed(),
             )?,
         })

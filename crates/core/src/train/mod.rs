@@ -5,6 +5,7 @@
 //! bit-for-bit as if it had never stopped.
 
 pub mod ema;
+pub mod hybrid;
 pub mod optim;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -15,7 +16,7 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use crate::checkpoint::Checkpoint;
-use crate::diffusion::{Diffusion, Objective};
+use crate::diffusion::{Diffusion, Objective, split_output};
 use crate::error::{Error, Result};
 use crate::nn::{ParamBuilder, ParamStore, UNet, UNetConfig};
 use crate::rng::Rng;
@@ -77,6 +78,14 @@ pub struct TrainConfig {
     /// by ∅, so one network learns ε(x_t, c) and ε(x_t, ∅) (classifier-free guidance).
     #[serde(default = "default_caption_dropout")]
     pub caption_dropout: f64,
+    /// λ of L_hybrid = L_simple + λ·L_vlb for a network that learns its variance (L_vlb is the
+    /// sum over all T terms, so each step adds λ·T times its one sampled term).
+    #[serde(default = "default_hybrid_lambda")]
+    pub hybrid_lambda: f64,
+}
+
+fn default_hybrid_lambda() -> f64 {
+    0.001
 }
 
 fn default_caption_dropout() -> f64 {
@@ -98,6 +107,7 @@ impl Default for TrainConfig {
             min_snr_gamma: None,
             seed: 0,
             caption_dropout: default_caption_dropout(),
+            hybrid_lambda: default_hybrid_lambda(),
         }
     }
 }
@@ -128,6 +138,12 @@ impl TrainConfig {
             return bad(format!(
                 "caption_dropout = {} must be in [0, 1]",
                 self.caption_dropout
+            ));
+        }
+        if !(self.hybrid_lambda.is_finite() && (0.0..=1.0).contains(&self.hybrid_lambda)) {
+            return bad(format!(
+                "hybrid_lambda = {} must be in [0, 1]",
+                self.hybrid_lambda
             ));
         }
         if !(a.weight_decay.is_finite() && a.weight_decay >= 0.0) {
@@ -234,10 +250,11 @@ impl Trainer {
         let noise = rng.randn(x0.shape(), x0.device())?;
         let x_t = self.diffusion.q_sample(x0, &t, &noise)?;
         let out = self.model.forward(&x_t, &t, cond, Some(rng))?;
+        let (out, var_values) = split_output(&x_t, &out)?;
         let target = self
             .diffusion
             .target(self.config.objective, x0, &noise, &t)?;
-        let per_sample = (out - target)?.sqr()?.flatten_from(1)?.mean(1)?;
+        let per_sample = (&out - target)?.sqr()?.flatten_from(1)?.mean(1)?;
         let per_sample = match self.config.min_snr_gamma {
             None => per_sample,
             Some(gamma) => {
@@ -256,6 +273,14 @@ impl Trainer {
                     })
                     .collect();
                 (per_sample * Tensor::from_vec(w, b, x0.device())?)?
+            }
+        };
+        let per_sample = match var_values {
+            None => per_sample,
+            Some(v) => {
+                let d = &self.diffusion;
+                let vb = hybrid::vlb_bits(d, self.config.objective, x0, &x_t, &t, &out, &v)?;
+                (per_sample + (vb * (self.config.hybrid_lambda * t_steps as f64))?)?
             }
         };
         Ok(per_sample.mean_all()?)
