@@ -187,6 +187,11 @@ const CASES: &[Case] = &[
     case("threads_100000", tiny!["--threads", "100000", "train"; "--db", "{db}"], Rows, "threads", true),
     case("batch_size_1e9", tiny!["train"; "--db", "{db}", "--set", "batch_size=1000000000"], Rows, "batch_size", true),
     case("base_channels_1e6", tiny!["train"; "--db", "{db}", "--set", "base_channels=1000000"], Rows, "base_channels", true),
+    case("hybrid_lambda_negative", tiny!["train"; "--db", "{db}", "--set", "hybrid_lambda=-1"], Rows, "hybrid_lambda", true),
+    case("hybrid_lambda_1e9", tiny!["train"; "--db", "{db}", "--set", "hybrid_lambda=1e9", "--set", "variance=learned"], Rows, "hybrid_lambda", true),
+    case("variance_unknown", tiny!["train"; "--db", "{db}", "--set", "variance=learnt"], Rows, "learned", true),
+    case("sampler_unknown", tiny!["train"; "--db", "{db}", "--set", "sampler=dpm++"], Rows, "dpmpp2m", true),
+    case("sample_learned_variance_of_a_fixed_model", &["sample", "--checkpoint", "{ck}", "-n", "2", "--sampler", "ddpm", "--variance", "learned", "--out", "{case}/s.png"], Db::None, "variance = learned", true),
     case("sample_zoom_1e6", &["sample", "--checkpoint", "{ck}", "-n", "1", "--zoom", "1000000", "--out", "{case}/s.png"], Db::None, "zoom", true),
 
     // ---- Item 6: a grid of a million runs needs to be asked for.

@@ -45,3 +45,28 @@ impl RunConfig {
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ddlab_core::sampler::DdpmVariance;
+
+    #[test]
+    fn a_learned_variance_is_a_training_of_its_own() {
+        let fixed = RunConfig::default();
+        let large = RunConfig {
+            variance: DdpmVariance::Beta,
+            ..RunConfig::default()
+        };
+        let learned = RunConfig {
+            variance: DdpmVariance::Learned,
+            ..RunConfig::default()
+        };
+        // β̃ and β sample one training; a learned Σ needs its own network.
+        assert_eq!(fixed.training_identity(), large.training_identity());
+        assert_ne!(fixed.training_identity(), learned.training_identity());
+        let resolved = learned.resolve().unwrap();
+        assert!(resolved.model.learn_sigma);
+        assert!(!fixed.resolve().unwrap().model.learn_sigma);
+    }
+}

@@ -57,6 +57,7 @@ pub fn write(data: &SweepData, dir: &Path) -> Result<Report> {
     }
     metric_charts(data, dir, &mut charts)?;
     guidance_charts(data, dir, &mut charts)?;
+    sampling_step_charts(data, dir, &mut charts)?;
     let schedules = schedule_curves(data)?;
     if !schedules.is_empty() {
         let chart = ScheduleChart { schedules };
@@ -150,6 +151,48 @@ fn guidance_charts(data: &SweepData, dir: &Path, charts: &mut Charts) -> Result<
         };
         charts.push((
             format!("{title} against the guidance scale, one line per guidance kind"),
+            render(&chart, dir, file, CHART_SIZE)?,
+        ));
+    }
+    Ok(())
+}
+
+/// The few-step sampler study: what the judge reads and what a sample costs against the
+/// sampling steps S, one line per sampler (and schedule, variance, …).
+fn sampling_step_charts(data: &SweepData, dir: &Path, charts: &mut Charts) -> Result<()> {
+    if !data.varies("sample_steps") {
+        return Ok(());
+    }
+    for (metric, title, file) in [
+        (
+            "frechet_distance",
+            "Fréchet distance of judge features",
+            "frechet_vs_steps",
+        ),
+        (
+            "seconds_per_sample",
+            "Seconds per sample",
+            "seconds_vs_steps",
+        ),
+        (
+            "prompt_accuracy",
+            "Prompt accuracy",
+            "prompt_accuracy_vs_steps",
+        ),
+    ] {
+        let value = |r: &RunData| r.eval(metric);
+        if !data.runs.iter().any(|r| value(r).is_some()) {
+            continue;
+        }
+        let chart = MetricChart {
+            title: format!("{title} against sampling steps — {}", data.sweep.name),
+            x_desc: "sampling steps S".into(),
+            y_desc: title.into(),
+            log_x: true,
+            lines: metric_lines(data, "sample_steps", &value, metric),
+        };
+        charts.push((
+            format!("{title} against the sampling steps S, one line per sampler"),
             render(&chart, dir, file, CHART_SIZE)?,
         ));
     }

@@ -200,14 +200,35 @@ fn evaluate_guidance(ctx: &RunContext, trainer: &Trainer, events: &mut Events) -
         shape: (n, c, s, s),
     };
     let mut rng = Rng::new(plan.train.seed, streams::GUIDED);
+    let started = std::time::Instant::now();
     let images = draw_images(&net, &draw, &mut rng, &mut |k, total| {
         events.phase("guided sampling", k, total)
     })?;
+    record_sampling_time(ctx, started.elapsed().as_secs_f64() / n as f64, events)?;
     record_guided_grid(ctx, &images, &prepared, events)?;
     match judge {
         Some((path, judge)) => judge_metrics(ctx, path, judge, &images, &prepared, events),
         None => Ok(()),
     }
+}
+
+/// Wall seconds per sample of the guided or judged draw, with what decides it: the sampler,
+/// its steps and the threads (the few-step sampler study plots it against the steps).
+fn record_sampling_time(ctx: &RunContext, seconds: f64, events: &mut Events) -> Result<()> {
+    let plan = ctx.plan;
+    let details = serde_json::json!({
+        "sampler": plan.sampler.name(),
+        "steps": plan.sampler.steps(),
+        "samples": plan.config.guided_count,
+        "threads": crate::device::cpu_threads(),
+        "device": format!("{:?}", ctx.device),
+    })
+    .to_string();
+    events.emit(RunEvent::Eval {
+        name: "seconds_per_sample",
+        value: Some(seconds),
+        details: &details,
+    })
 }
 
 /// Whether a run resumed after a kill already recorded its guided grid and judge metrics.
