@@ -131,6 +131,14 @@ const CASES: &[Case] = &[
     case("spec_grid_override_not_a_list", &["sweep", "{fx}/one_run.toml", "--grid", "T=100", "--db", "{db}"], Rows, "--grid T=100", true),
     // Item 11: a number where a schedule name belongs names the schedules, not serde's enum.
     case("spec_schedule_is_a_number", &["sweep", "{fx}/schedule_number.toml", "--db", "{db}"], Rows, "cosine", true),
+    // Issue 19: zipped and conditional axes, also under --dry-run (which opens no store).
+    case("spec_zip_unequal_lengths", &["sweep", "{fx}/zip_unequal.toml", "--db", "{db}"], Rows, "zip_unequal.toml:15: zipped key `sample_steps` has 3 values", true),
+    case("spec_zip_unequal_dry_run", &["sweep", "{fx}/zip_unequal.toml", "--dry-run", "--db", "{db}"], Bytes, "equal length", true),
+    case("spec_when_unknown_key", &["sweep", "{fx}/when_unknown_key.toml", "--db", "{db}"], Rows, "when_unknown_key.toml:16: condition `if`: unknown key `samplr` (did you mean `sampler`?)", true),
+    case("spec_when_without_condition", &["sweep", "{fx}/when_no_condition.toml", "--db", "{db}"], Rows, "needs a condition", true),
+    case("spec_when_huge", &["sweep", "{fx}/when_huge.toml", "--dry-run", "--db", "{db}"], Bytes, "more than the 10000 runs allowed", true),
+    case("spec_zip_grid_override", &["sweep", "{fx}/zip.toml", "--grid", "sample_steps=[5]", "--db", "{db}"], Rows, "--grid sample_steps=[5]: `sample_steps` is zipped with `sampler`", true),
+    case("spec_zip_set_unlisted", &["sweep", "{fx}/zip.toml", "--set", "sample_steps=7", "--db", "{db}"], Rows, "none of its values is 7", true),
 
     // ---- `--set` and config files of single runs.
     case("set_without_equals", tiny!["train"; "--db", "{db}", "--set", "steps"], Absent, "expected key=value", true),
