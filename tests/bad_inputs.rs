@@ -185,6 +185,12 @@ const CASES: &[Case] = &[
     case("sweep_postgres_refused", &["sweep", "{fx}/one_run.toml", "--db", "postgres://ddlab@127.0.0.1:1/ddlab"], Db::None, "127.0.0.1", true),
     case("runs_unknown_sweep", &["runs", "--sweep", "nosuch", "--db", "{db}"], Bytes, "nosuch", true),
     case("report_unknown_sweep", &["report", "--sweep", "nosuch", "--db", "{db}", "--out", "{case}/report"], Bytes, "nosuch", true),
+    // Issue 19: `ddlab diff` reads runs by id, read-only.
+    case("diff_unknown_run", &["diff", "1", "999", "--db", "{db}"], Bytes, "999", true),
+    case("diff_one_run", &["diff", "1", "--db", "{db}"], Bytes, "required", true),
+    case("diff_same_run_twice", &["diff", "1", "1", "--db", "{db}"], Bytes, "given twice", true),
+    case("diff_not_a_run_id", &["diff", "1", "x\u{1b}[2J", "--db", "{db}"], Bytes, "invalid value", true).avoiding("\u{1b}"),
+    case("diff_missing_db", &["diff", "1", "2", "--db", "{db}"], Absent, "does not exist", true),
     case("cancel_without_slurm_job", &["cancel", "--sweep", "one-run", "--db", "{db}"], Bytes, "no Slurm job", true),
 
     // ---- Item 5: sizes that exhaust memory or threads.

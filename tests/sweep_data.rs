@@ -80,3 +80,77 @@ fn dry_run_lists_exactly_the_runs_a_zipped_conditional_spec_registers() {
         serde_json::json!(["seed", "sampler", "sample_steps", "eta"])
     );
 }
+
+/// The spec's seed-1 runs (3) trained and evaluated; returns the folder and the store URL.
+fn trained() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path());
+    let p = spec(dir.path());
+    run_ok(
+        ddlab()
+            .current_dir(dir.path())
+            .args(["sweep", "--no-report", "--set", "seed=1", "--db", &db])
+            .arg(&p),
+    );
+    (dir, db)
+}
+
+fn stdout(cmd: &mut std::process::Command) -> String {
+    String::from_utf8_lossy(&run_ok(cmd).stdout).into_owned()
+}
+
+#[test]
+fn diff_shows_only_the_keys_that_differ_then_final_metrics() {
+    let (_dir, db) = trained();
+    let out = stdout(ddlab().args(["diff", "2", "3", "--db", &db]));
+    let line = |label: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no `{label}` in:\n{out}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(line("eta"), ["eta", "0.0", "1.0"], "{out}");
+    let labels: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        !labels.contains(&"sampler") && !labels.contains(&"seed"),
+        "{out}"
+    );
+    assert_eq!(line("eval nll_bpd ").len(), 4, "{out}");
+    // Runs 2 and 3 evaluate the weights run 1 trained: only run 1 has training metrics.
+    let out = stdout(ddlab().args(["diff", "1", "2", "3", "--db", &db]));
+    let row = |label: &str| -> Vec<String> {
+        let l = out.lines().find(|l| l.trim_start().starts_with(label));
+        l.unwrap_or_else(|| panic!("no `{label}` in:\n{out}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        row("sample_steps"),
+        ["sample_steps", "50", "5", "5"],
+        "{out}"
+    );
+    let loss = row("loss");
+    assert!(
+        loss[1].parse::<f64>().is_ok() && loss[2..] == ["-", "-"],
+        "{out}"
+    );
+
+    for (args, needle) in [
+        (&["diff", "1"][..], "2"),
+        (&["diff", "1", "1"][..], "run 1 is given twice"),
+        (&["diff", "1", "99"][..], "99"),
+    ] {
+        let out = ddlab().args(args).args(["--db", &db]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+}
