@@ -191,6 +191,13 @@ const CASES: &[Case] = &[
     case("diff_same_run_twice", &["diff", "1", "1", "--db", "{db}"], Bytes, "given twice", true),
     case("diff_not_a_run_id", &["diff", "1", "x\u{1b}[2J", "--db", "{db}"], Bytes, "invalid value", true).avoiding("\u{1b}"),
     case("diff_missing_db", &["diff", "1", "2", "--db", "{db}"], Absent, "does not exist", true),
+    // Issue 19: `ddlab export` writes fixed file names into a folder, never over a file.
+    case("export_unknown_sweep", &["export", "--sweep", "nosuch", "--out", "{case}/x", "--db", "{db}"], Bytes, "nosuch", true),
+    case("export_out_is_a_file", &["export", "--sweep", "one-run", "--out", "{gen}/random.toml", "--db", "{db}"], Bytes, "is a file, not a folder", true),
+    case("export_unknown_format", &["export", "--sweep", "one-run", "--format", "xlsx", "--out", "{case}/x", "--db", "{db}"], Bytes, "xlsx", true),
+    case("export_without_out", &["export", "--sweep", "one-run", "--db", "{db}"], Bytes, "required", true),
+    case("export_read_only_folder", &["export", "--sweep", "one-run", "--out", "{ro}/x", "--db", "{db}"], Bytes, "cannot create", true),
+    case("export_sweep_name_escape", &["export", "--sweep", "../../etc", "--out", "{case}/x", "--db", "{db}"], Bytes, "no sweep named", true),
     case("cancel_without_slurm_job", &["cancel", "--sweep", "one-run", "--db", "{db}"], Bytes, "no Slurm job", true),
 
     // ---- Item 5: sizes that exhaust memory or threads.

@@ -154,3 +154,57 @@ fn diff_shows_only_the_keys_that_differ_then_final_metrics() {
         );
     }
 }
+
+#[test]
+fn export_writes_fixed_files_and_refuses_to_overwrite() {
+    let (dir, db) = trained();
+    let out = dir.path().join("exports");
+    let o = stdout(
+        ddlab()
+            .args(["export", "--sweep", "axes", "--format", "csv", "--db", &db])
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(
+        o.contains("runs.csv  (3 rows)") && o.contains("spec.toml"),
+        "{o}"
+    );
+    let runs = std::fs::read_to_string(out.join("runs.csv")).unwrap();
+    let header: Vec<&str> = runs.lines().next().unwrap().split(',').collect();
+    assert!(header.contains(&"eta") && header.contains(&"sample_steps") && header.contains(&"T"));
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let want = sqlite_rows(&db, "SELECT COUNT(*) FROM metrics");
+    assert_eq!((metrics.lines().count() - 1).to_string(), want[0][0]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("spec.toml")).unwrap(),
+        SPEC
+    );
+
+    let again = ddlab()
+        .args(["export", "--sweep", "axes", "--format", "csv", "--db", &db])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    run_ok(
+        ddlab()
+            .args([
+                "export", "--sweep", "axes", "--format", "csv", "--force", "--db", &db,
+            ])
+            .arg("--out")
+            .arg(&out),
+    );
+    // Parquet is the default; the CSV export's spec.toml is in the way without --force.
+    let o = stdout(
+        ddlab()
+            .args(["export", "--sweep", "axes", "--force", "--db", &db])
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(o.contains("metrics.parquet"), "{o}");
+}

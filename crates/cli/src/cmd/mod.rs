@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod diff;
 pub mod eval;
+pub mod export;
 pub mod helper_models;
 pub mod keys;
 pub mod report;
