@@ -55,11 +55,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let written = store.block(ddlab_export::export_sweep(store.store(), &a.sweep, &opts))?;
     println!("exported sweep `{}`:", terminal_safe(&a.sweep));
     for w in &written {
-        println!(
-            "  {}  ({} rows)",
-            terminal_safe(&w.path.display().to_string()),
-            w.rows
-        );
+        let path = terminal_safe(&w.path.display().to_string());
+        // spec.toml is the spec's text, not a table.
+        if w.path.extension().is_some_and(|e| e == "toml") {
+            println!("  {path}");
+        } else {
+            println!("  {path}  ({} rows)", w.rows);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
