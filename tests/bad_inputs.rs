@@ -131,6 +131,14 @@ const CASES: &[Case] = &[
     case("spec_grid_override_not_a_list", &["sweep", "{fx}/one_run.toml", "--grid", "T=100", "--db", "{db}"], Rows, "--grid T=100", true),
     // Item 11: a number where a schedule name belongs names the schedules, not serde's enum.
     case("spec_schedule_is_a_number", &["sweep", "{fx}/schedule_number.toml", "--db", "{db}"], Rows, "cosine", true),
+    // Issue 19: zipped and conditional axes, also under --dry-run (which opens no store).
+    case("spec_zip_unequal_lengths", &["sweep", "{fx}/zip_unequal.toml", "--db", "{db}"], Rows, "zip_unequal.toml:15: zipped key `sample_steps` has 3 values", true),
+    case("spec_zip_unequal_dry_run", &["sweep", "{fx}/zip_unequal.toml", "--dry-run", "--db", "{db}"], Bytes, "equal length", true),
+    case("spec_when_unknown_key", &["sweep", "{fx}/when_unknown_key.toml", "--db", "{db}"], Rows, "when_unknown_key.toml:16: condition `if`: unknown key `samplr` (did you mean `sampler`?)", true),
+    case("spec_when_without_condition", &["sweep", "{fx}/when_no_condition.toml", "--db", "{db}"], Rows, "needs a condition", true),
+    case("spec_when_huge", &["sweep", "{fx}/when_huge.toml", "--dry-run", "--db", "{db}"], Bytes, "more than the 10000 runs allowed", true),
+    case("spec_zip_grid_override", &["sweep", "{fx}/zip.toml", "--grid", "sample_steps=[5]", "--db", "{db}"], Rows, "--grid sample_steps=[5]: `sample_steps` is zipped with `sampler`", true),
+    case("spec_zip_set_unlisted", &["sweep", "{fx}/zip.toml", "--set", "sample_steps=7", "--db", "{db}"], Rows, "none of its values is 7", true),
 
     // ---- `--set` and config files of single runs.
     case("set_without_equals", tiny!["train"; "--db", "{db}", "--set", "steps"], Absent, "expected key=value", true),
@@ -177,6 +185,19 @@ const CASES: &[Case] = &[
     case("sweep_postgres_refused", &["sweep", "{fx}/one_run.toml", "--db", "postgres://ddlab@127.0.0.1:1/ddlab"], Db::None, "127.0.0.1", true),
     case("runs_unknown_sweep", &["runs", "--sweep", "nosuch", "--db", "{db}"], Bytes, "nosuch", true),
     case("report_unknown_sweep", &["report", "--sweep", "nosuch", "--db", "{db}", "--out", "{case}/report"], Bytes, "nosuch", true),
+    // Issue 19: `ddlab diff` reads runs by id, read-only.
+    case("diff_unknown_run", &["diff", "1", "999", "--db", "{db}"], Bytes, "999", true),
+    case("diff_one_run", &["diff", "1", "--db", "{db}"], Bytes, "required", true),
+    case("diff_same_run_twice", &["diff", "1", "1", "--db", "{db}"], Bytes, "given twice", true),
+    case("diff_not_a_run_id", &["diff", "1", "x\u{1b}[2J", "--db", "{db}"], Bytes, "invalid value", true).avoiding("\u{1b}"),
+    case("diff_missing_db", &["diff", "1", "2", "--db", "{db}"], Absent, "does not exist", true),
+    // Issue 19: `ddlab export` writes fixed file names into a folder, never over a file.
+    case("export_unknown_sweep", &["export", "--sweep", "nosuch", "--out", "{case}/x", "--db", "{db}"], Bytes, "nosuch", true),
+    case("export_out_is_a_file", &["export", "--sweep", "one-run", "--out", "{gen}/random.toml", "--db", "{db}"], Bytes, "is a file, not a folder", true),
+    case("export_unknown_format", &["export", "--sweep", "one-run", "--format", "xlsx", "--out", "{case}/x", "--db", "{db}"], Bytes, "xlsx", true),
+    case("export_without_out", &["export", "--sweep", "one-run", "--db", "{db}"], Bytes, "required", true),
+    case("export_read_only_folder", &["export", "--sweep", "one-run", "--out", "{ro}/x", "--db", "{db}"], Bytes, "cannot create", true),
+    case("export_sweep_name_escape", &["export", "--sweep", "../../etc", "--out", "{case}/x", "--db", "{db}"], Bytes, "no sweep named", true),
     case("cancel_without_slurm_job", &["cancel", "--sweep", "one-run", "--db", "{db}"], Bytes, "no Slurm job", true),
 
     // ---- Item 5: sizes that exhaust memory or threads.

@@ -7,6 +7,7 @@
 //! config files). A [`ResolvedRun`] holds only values that passed validation.
 
 pub mod error;
+mod grid;
 pub mod guidance;
 pub mod identity;
 pub mod keys;
@@ -14,6 +15,7 @@ pub mod limits;
 pub mod names;
 pub mod overrides;
 pub mod resolve;
+mod source;
 pub mod spec;
 
 pub use error::ConfigError;
@@ -21,5 +23,6 @@ pub use guidance::Guidance;
 pub use keys::{Role, RunConfig};
 pub use resolve::ResolvedRun;
 pub use spec::{
-    PlannedRun, SweepSpec, load_run_config, load_sweep, load_sweep_bounded, load_sweep_with,
+    MergedRun, PlannedRun, SweepSpec, load_run_config, load_sweep, load_sweep_bounded,
+    load_sweep_with,
 };

@@ -213,3 +213,160 @@ fn run_config_files_and_every_shipped_spec_resolve() {
     }
     assert!(n >= 3);
 }
+
+const TINY: &str = "[base]\nmodel = \"tiny\"\nsteps = 10\nT = 100\n";
+
+fn names(text: &str) -> Vec<String> {
+    let (_d, p) = write("s.toml", text);
+    let s = load_sweep(&p, &[]).unwrap_or_else(|e| panic!("{e}"));
+    s.runs.iter().map(|r| r.name.clone()).collect()
+}
+
+#[test]
+fn zipped_keys_vary_together() {
+    let got = names(&format!(
+        "{HEAD}{TINY}[grid]\nseed = [0, 1]\n[[grid.zip]]\nsampler = [\"ddpm\", \"ddim\"]\nsample_steps = [100, 20]\n"
+    ));
+    assert_eq!(
+        got,
+        [
+            "seed=0,sampler=ddpm,sample_steps=100",
+            "seed=0,sampler=ddim,sample_steps=20",
+            "seed=1,sampler=ddpm,sample_steps=100",
+            "seed=1,sampler=ddim,sample_steps=20",
+        ]
+    );
+    // Unequal lengths name the key, its line and both counts.
+    let e = err(&format!(
+        "{HEAD}{TINY}[[grid.zip]]\nsampler = [\"ddpm\", \"ddim\"]\nsample_steps = [100, 20, 5]\n"
+    ));
+    assert!(
+        e.contains(":9:") && e.contains("`sample_steps` has 3 values but `sampler` has 2"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{HEAD}{TINY}[grid]\nsampler = [\"ddpm\"]\n[[grid.zip]]\nsampler = [\"ddpm\", \"ddim\"]\neta = [0.0, 1.0]\n"
+    ));
+    assert!(
+        e.contains(":10:") && e.contains("varied twice (also at line 8)"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{HEAD}{TINY}[[grid.zip]]\nsampler = [\"ddim\", \"ddim\"]\neta = [1, 1.0]\n"
+    ));
+    assert!(e.contains("same configuration"), "{e}");
+    let e = err(&format!("{HEAD}{TINY}[[grid.zip]]\nsamplr = [\"ddim\"]\n"));
+    assert!(
+        e.contains(":8:") && e.contains("did you mean `sampler`"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{HEAD}{TINY}[[grid.zips]]\nsampler = [\"ddim\"]\n"
+    ));
+    assert!(e.contains("unknown grid section `zips`"), "{e}");
+}
+
+#[test]
+fn conditional_axes_apply_only_where_their_condition_holds() {
+    let spec = format!(
+        "{HEAD}{TINY}[grid]\nsampler = [\"ddpm\", \"ddim\"]\n[[grid.when]]\nif = {{ sampler = \"ddim\" }}\nsample_steps = [10, 50]\n"
+    );
+    assert_eq!(
+        names(&spec),
+        [
+            "sampler=ddpm",
+            "sampler=ddim,sample_steps=10",
+            "sampler=ddim,sample_steps=50"
+        ]
+    );
+    // `unless` against the default (guidance = none), a list as alternatives, a float key
+    // compared by value (3 == 3.0).
+    let got = names(&format!(
+        "{HEAD}{TINY}[grid]\nguidance = [\"none\", \"cfg\"]\ncaptions = [true]\n[[grid.when]]\nunless = {{ guidance = \"none\" }}\nguidance_scale = [1.0, 3.0]\n[[grid.when]]\nif = {{ guidance_scale = [3, 7] }}\nprompt = [\"a red circle\", \"*\"]\n"
+    ));
+    assert_eq!(
+        got,
+        [
+            "guidance=none,captions=true",
+            "guidance=cfg,captions=true,guidance_scale=1.0",
+            "guidance=cfg,captions=true,guidance_scale=3.0,prompt=a red circle",
+            "guidance=cfg,captions=true,guidance_scale=3.0,prompt=*",
+        ]
+    );
+    // --set fixes a conditional axis; --set on the tested key switches the block off.
+    let (_d, p) = write("s.toml", &spec);
+    let s = load_sweep(&p, &["sample_steps=50".into()]).unwrap();
+    assert_eq!(s.runs.len(), 2);
+    assert_eq!(s.grid_keys, ["sampler", "sample_steps"]);
+    let s = load_sweep(&p, &["sampler=ddpm".into()]).unwrap();
+    assert_eq!(s.runs.len(), 1);
+    let s = load_sweep_with(&p, &[], &["sample_steps=[5, 10, 20]".into()]).unwrap();
+    assert_eq!(s.runs.len(), 4);
+
+    let e = err(&format!(
+        "{HEAD}{TINY}[grid]\nsampler = [\"ddim\"]\n[[grid.when]]\nif = {{ samplr = \"ddim\" }}\neta = [0.5]\n"
+    ));
+    assert!(
+        e.contains(":10:") && e.contains("did you mean `sampler`"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{HEAD}{TINY}[[grid.when]]\nif = {{ sampler = \"dpm\" }}\neta = [0.5]\n"
+    ));
+    assert!(e.contains(":8:") && e.contains("ddim"), "{e}");
+    let e = err(&format!("{HEAD}{TINY}[[grid.when]]\neta = [0.5]\n"));
+    assert!(e.contains("needs a condition"), "{e}");
+    let e = err(&format!(
+        "{HEAD}{TINY}[grid]\neta = [0.5]\n[[grid.when]]\nif = {{ sampler = \"ddim\" }}\neta = [1.0]\n"
+    ));
+    assert!(e.contains("already an unconditional axis at line 8"), "{e}");
+    let e = err(&format!(
+        "{HEAD}{TINY}[grid]\nsampler = [\"ddpm\", \"ddim\"]\n[[grid.when]]\nunless = {{ sampler = \"ddpm\" }}\neta = [0.5]\n[[grid.when]]\nif = {{ sampler = \"ddim\" }}\neta = [1.0]\n"
+    ));
+    assert!(
+        e.contains(":13:") && e.contains("already gives a `eta`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn equal_configurations_merge_and_counts_stay_bounded() {
+    // eta = 0 is the default: the conditional point equals the unconditional run.
+    let (_d, p) = write(
+        "s.toml",
+        &format!(
+            "{HEAD}{TINY}[grid]\nseed = [0, 1]\n[[grid.when]]\nif = {{ seed = 1 }}\nsampler = [\"ddim\", \"ddpm\"]\n"
+        ),
+    );
+    let s = load_sweep(&p, &[]).unwrap();
+    let got: Vec<&str> = s.runs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        got,
+        ["seed=0", "seed=1,sampler=ddim", "seed=1,sampler=ddpm"]
+    );
+    assert!(s.merged.is_empty());
+    // A `--grid` list with a value twice: each point after the first is merged into its twin.
+    let s = load_sweep_with(&p, &[], &["seed=[1, 1.0e0]".into()]).unwrap_err();
+    assert!(s.to_string().contains("seed"), "{s}");
+    let s = load_sweep_with(&p, &[], &["seed=[1, 1]".into()]).unwrap();
+    assert_eq!(s.runs.len(), 2);
+    let merged: Vec<&str> = s.merged.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(merged, ["seed=1,sampler=ddim", "seed=1,sampler=ddpm"]);
+    // A conditional block that multiplies past the limit is refused while expanding.
+    let big: Vec<String> = (1..=200).map(|i| i.to_string()).collect();
+    let (_d, p) = write(
+        "s.toml",
+        &format!(
+            "{HEAD}{TINY}[grid]\nseed = [{}]\n[[grid.when]]\nif = {{ sampler = \"ddim\" }}\nwarmup_steps = [{}]\n",
+            big.join(", "),
+            big.join(", ")
+        ),
+    );
+    let e = ddlab_config::load_sweep_bounded(&p, &[], &[], 10_000)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("more than the 10000 runs allowed") && e.contains("--yes"),
+        "{e}"
+    );
+}

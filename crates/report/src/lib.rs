@@ -7,6 +7,7 @@
 
 pub mod charts;
 pub mod data;
+pub mod diff;
 pub mod page;
 
 use anyhow::{Context, Result};

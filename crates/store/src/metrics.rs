@@ -107,6 +107,59 @@ impl Store {
             .collect()
     }
 
+    /// The newest non-NULL value of each of a run's metrics, with its step, by name: one seek per
+    /// metric on the primary key, read backwards.
+    pub async fn final_metrics(&self, run_id: i64) -> Result<Vec<(String, i64, f64)>> {
+        let mut out = vec![];
+        for name in self.metric_names(run_id).await? {
+            let row = sqlx::query(
+                "SELECT step, value FROM metrics WHERE run_id = $1 AND name = $2 AND value IS NOT NULL
+                 ORDER BY step DESC LIMIT 1",
+            )
+            .bind(run_id)
+            .bind(&name)
+            .fetch_optional(self.pool())
+            .await?;
+            if let Some(r) = row {
+                out.push((name, r.try_get(0)?, r.try_get(1)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// At most `limit` of a run's metric rows after `after` (a name and step), in primary-key
+    /// order (name, step): a reader pages through a run of any size in bounded memory, each
+    /// page one index range.
+    pub async fn metric_page(
+        &self,
+        run_id: i64,
+        after: Option<(&str, i64)>,
+        limit: usize,
+    ) -> Result<Vec<MetricRow>> {
+        let (name, step) = after.unwrap_or(("", i64::MIN));
+        let rows = sqlx::query(
+            "SELECT step, name, value, wall_time FROM metrics
+             WHERE run_id = $1 AND (name, step) > ($2, $3) ORDER BY name, step LIMIT $4",
+        )
+        .bind(run_id)
+        .bind(name)
+        .bind(step)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MetricRow {
+                    run_id,
+                    step: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    value: r.try_get(2)?,
+                    wall_time: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
     /// Every row of one metric (for reports and tests).
     pub async fn metric_rows(&self, run_id: i64, name: &str) -> Result<Vec<(i64, Option<f64>)>> {
         let rows = sqlx::query(

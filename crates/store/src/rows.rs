@@ -26,7 +26,8 @@ pub struct SweepRow {
 /// spec's TOML.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SweepAxes {
-    /// Keys of the spec's `[grid]`: what the sweep varies.
+    /// Keys of the spec's grid: what the sweep varies — plain axes, zipped groups, then
+    /// conditional axes (which only some runs vary) — in the order run names list them.
     pub grid_keys: Vec<String>,
     /// Keys of the spec's `[base]`: set explicitly for every run, so not defaults.
     pub base_keys: Vec<String>,

@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod diff;
 pub mod eval;
+pub mod export;
 pub mod helper_models;
 pub mod keys;
 pub mod report;

@@ -5,7 +5,7 @@ use anyhow::{Result, bail};
 use clap::Parser;
 use ddlab_config::limits::{DEFAULT_MAX_RUNS, HARD_MAX_RUNS};
 use ddlab_config::load_sweep_bounded;
-use ddlab_config::names::shown;
+use ddlab_config::names::terminal_safe;
 use ddlab_runner::DataCache;
 use ddlab_runner::device::DeviceRequest;
 use ddlab_runner::files::check_writable;
@@ -21,6 +21,11 @@ use crate::progress::SweepProgress;
 
 /// Run a sweep: every combination of its [grid] over its [base] keys.
 ///
+/// [[grid.zip]] groups vary several keys together; [[grid.when]] blocks add axes only to the
+/// runs that meet a condition (`if = { sampler = "ddim" }`, `unless = { guidance = "none" }`).
+/// Points that resolve to the same configuration make one run. --dry-run lists the runs and
+/// touches no store.
+///
 /// Runs are identified by their resolved config, so launching the same spec again skips
 /// completed runs, resumes interrupted (or killed) ones from their last checkpoint, and
 /// reruns failed ones only with --retry-failed. Ctrl-C checkpoints the active runs and stops.
@@ -29,7 +34,7 @@ use crate::progress::SweepProgress;
     after_help = "Examples:\n  ddlab sweep                                  # experiments/quickstart.toml\n  ddlab sweep experiments/mnist-schedules.toml --jobs 2\n  ddlab sweep experiments/quickstart.toml --set steps=100 --db postgres://me@db/ddlab"
 )]
 pub struct Args {
-    /// The sweep spec (TOML with [sweep], [base] and [grid]).
+    /// The sweep spec (TOML with [sweep], [base], [grid], [[grid.zip]] and [[grid.when]]).
     #[arg(default_value = "experiments/quickstart.toml")]
     spec: PathBuf,
     /// Override a [base] key: --set steps=500. On a key the [grid] varies it fixes that axis
@@ -49,7 +54,8 @@ pub struct Args {
     /// Do not write the report at the end.
     #[arg(long)]
     no_report: bool,
-    /// Check the spec and list its runs without running anything.
+    /// Check the spec and list exactly the runs it makes, without opening a store or running
+    /// anything.
     #[arg(long)]
     dry_run: bool,
     /// Refuse a spec whose grid makes more runs than this (guards against a typo that
@@ -120,10 +126,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let max_runs = if a.yes { HARD_MAX_RUNS } else { a.max_runs };
     let spec = load_sweep_bounded(&a.spec, &a.set, &a.grid, max_runs)?;
     if a.dry_run {
-        println!("sweep `{}`: {} runs", spec.name, spec.runs.len());
-        for r in &spec.runs {
-            println!("  {}  {}", r.config_hash, shown(&r.name));
-        }
+        print_plan(&spec);
         return Ok(ExitCode::SUCCESS);
     }
     if a.slots.jobs == 0 {
@@ -191,6 +194,24 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let report = work(&store, &sweep, &opts, &data, &stop, &progress)?;
     progress.finish();
     finish_sweep(&a, &store, &sweep, report.interrupted > 0, &stop)
+}
+
+/// `--dry-run`: the runs the spec makes (hash and name), and the points merged into them.
+fn print_plan(spec: &ddlab_config::SweepSpec) {
+    println!("sweep `{}`: {} runs", spec.name, spec.runs.len());
+    for r in &spec.runs {
+        println!("  {}  {}", r.config_hash, terminal_safe(&r.name));
+    }
+    if !spec.merged.is_empty() {
+        println!(
+            "{} point(s) of the grid repeat an earlier run:",
+            spec.merged.len()
+        );
+        for m in &spec.merged {
+            let (name, same) = (terminal_safe(&m.name), terminal_safe(&m.same_as));
+            println!("  {name}  = {same}");
+        }
+    }
 }
 
 /// After the work: the table, where the results are, the report, and the exit code.
