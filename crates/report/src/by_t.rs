@@ -9,13 +9,16 @@ use plotters::prelude::*;
 use crate::charts::{Chart, colour, log_ticks, plot_err, range, tick_label};
 use crate::data::{RunData, SweepData};
 
+/// A bound's decoder term L_0 and prior term L_T, when recorded.
+pub type Ends = (Option<f64>, Option<f64>);
+
 /// One group's profile: (t/T, mean, low, high) per bucket, and optional end markers.
 pub struct ProfileLine {
     pub label: String,
     pub points: Vec<(f64, f64, f64, f64)>,
     /// Values drawn as single markers at t/T = 0 (a triangle) and 1 (a square): the bound's
     /// decoder term L_0 and its prior term L_T.
-    pub ends: (Option<f64>, Option<f64>),
+    pub ends: Ends,
 }
 
 /// Profiles against t/T, log-scale values.
@@ -51,7 +54,7 @@ pub fn final_loss_profile(run: &RunData) -> Vec<(f64, f64)> {
 
 /// The bound's terms of a run's own final NLL: KL sums by bucket at their centres, and
 /// (decoder, prior). Empty for an NLL recorded before the terms were.
-pub fn bound_profile(run: &RunData) -> (Vec<(f64, f64)>, (Option<f64>, Option<f64>)) {
+pub fn bound_profile(run: &RunData) -> (Vec<(f64, f64)>, Ends) {
     let Some((_, details)) = run.evals.get("nll_bpd") else {
         return (vec![], (None, None));
     };
@@ -76,7 +79,7 @@ pub fn bound_profile(run: &RunData) -> (Vec<(f64, f64)>, (Option<f64>, Option<f6
 pub fn pooled(
     data: &SweepData,
     profile: &dyn Fn(&RunData) -> Vec<(f64, f64)>,
-    ends: &dyn Fn(&RunData) -> (Option<f64>, Option<f64>),
+    ends: &dyn Fn(&RunData) -> Ends,
 ) -> Vec<ProfileLine> {
     data.groups(&["seed"])
         .into_iter()

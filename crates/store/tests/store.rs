@@ -729,7 +729,10 @@ async fn old_evals_survive(store: &Store) {
         weighted_loss: None,
         wall_time: 1.0,
     };
-    store.insert_loss_buckets(&[window.clone()]).await.unwrap();
+    store
+        .insert_loss_buckets(std::slice::from_ref(&window))
+        .await
+        .unwrap();
     assert_eq!(store.latest_loss_profile(1).await.unwrap(), [window]);
     assert_eq!(store.delete_loss_buckets_after(1, 4).await.unwrap(), 1);
 }
