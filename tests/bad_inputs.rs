@@ -130,6 +130,10 @@ const CASES: &[Case] = &[
     case("spec_random_bytes", &["sweep", "{gen}/random.toml", "--db", "{db}"], Rows, "random.toml", true),
     case("spec_grid_override_not_a_list", &["sweep", "{fx}/one_run.toml", "--grid", "T=100", "--db", "{db}"], Rows, "--grid T=100", true),
     // Item 11: a number where a schedule name belongs names the schedules, not serde's enum.
+    case("spec_loss_buckets_zero", &["sweep", "{fx}/loss_buckets_zero.toml", "--db", "{db}"], Rows, "loss_buckets = 0", true),
+    case("spec_loss_buckets_huge", &["sweep", "{fx}/loss_buckets_huge.toml", "--db", "{db}"], Rows, "loss_buckets = 99999999999", true),
+    case("spec_eval_every_huge", &["sweep", "{fx}/eval_every_huge.toml", "--db", "{db}"], Rows, "eval_every = 1000000000", true),
+    case("set_loss_buckets_above_t", tiny!["train"; "--db", "{db}", "--set", "T=20", "--set", "loss_buckets=21"], Absent, "loss_buckets = 21", true),
     case("spec_schedule_is_a_number", &["sweep", "{fx}/schedule_number.toml", "--db", "{db}"], Rows, "cosine", true),
     // Issue 19: zipped and conditional axes, also under --dry-run (which opens no store).
     case("spec_zip_unequal_lengths", &["sweep", "{fx}/zip_unequal.toml", "--db", "{db}"], Rows, "zip_unequal.toml:15: zipped key `sample_steps` has 3 values", true),

@@ -185,6 +185,10 @@ run_keys! {
     [Bookkeeping] checkpoint_every: usize = 250,
     /// Record training metrics every N steps.
     [Bookkeeping] log_every: usize = 1,
+    /// Equal buckets of t ∈ [0, T) the training loss (per flush window) and the NLL bound's
+    /// terms are recorded in. Bookkeeping: the per-example losses are computed anyway, so the
+    /// weights do not depend on it.
+    [Bookkeeping] loss_buckets: usize = 10,
 
     // --- evaluation
     /// Compute the NLL bound (bits/dim) on held-out images at the end.
@@ -192,6 +196,10 @@ run_keys! {
     [Evaluation] nll_images: usize = 256,
     /// Timesteps per image for the Monte-Carlo bound (≥ T−1: exact sum).
     [Evaluation] nll_timesteps: usize = 50,
+    /// Evaluate the NLL (and the judge's metrics) on the EMA weights every N training steps,
+    /// recorded with the step (0: only at the end). Evaluation: it reads the EMA weights and
+    /// draws from its own random streams, so the trained weights do not depend on it.
+    [Evaluation] eval_every: usize = 0,
 }
 
 impl RunConfig {

@@ -22,6 +22,8 @@ pub const MAX_LEVELS: usize = 8;
 pub const MAX_RES_BLOCKS: usize = 16;
 /// Held-out images and timesteps per image of the NLL evaluation.
 pub const MAX_NLL_IMAGES: usize = 100_000;
+/// Buckets of t the loss and the bound's terms are recorded in (rows per flush window).
+pub const MAX_LOSS_BUCKETS: usize = 1000;
 /// Runs one spec may make without `--yes` (or a larger `--max-runs`).
 pub const DEFAULT_MAX_RUNS: usize = 10_000;
 /// Runs one spec may make at all.
@@ -61,6 +63,14 @@ impl RunConfig {
         }
         at_most("nll_images", self.nll_images, MAX_NLL_IMAGES)?;
         at_most("nll_timesteps", self.nll_timesteps, MAX_T)?;
+        at_most("eval_every", self.eval_every, MAX_STEPS)?;
+        if self.loss_buckets == 0 || self.loss_buckets > MAX_LOSS_BUCKETS.min(self.t.max(1)) {
+            return Err(ConfigError::Invalid(format!(
+                "loss_buckets = {} must be between 1 and {} (at most T and at most {MAX_LOSS_BUCKETS})",
+                self.loss_buckets,
+                MAX_LOSS_BUCKETS.min(self.t.max(1))
+            )));
+        }
         Ok(())
     }
 }

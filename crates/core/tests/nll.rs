@@ -59,6 +59,10 @@ fn the_stratified_estimate_is_unbiased() {
     )
     .unwrap();
     assert!(exact.exact && exact.timesteps == 199);
+    // The bound's terms by t partition it: prior + decoder + Σ KL buckets = the bound.
+    assert_eq!(exact.kl_by_t.len(), 10);
+    let parts = exact.prior_bpd + exact.decoder_bpd + exact.kl_by_t.iter().sum::<f64>();
+    assert!((parts - exact.bpd).abs() < 1e-9, "{parts} vs {}", exact.bpd);
     // Average several independent cheap estimates: their mean must approach the exact value.
     let mut means = vec![];
     for seed in 0..6 {

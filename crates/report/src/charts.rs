@@ -52,7 +52,7 @@ pub struct ChartFiles {
     pub svg: PathBuf,
 }
 
-fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+pub(crate) fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing a chart failed: {e:?}")
 }
 
@@ -88,7 +88,7 @@ fn tidy(x: f64) -> String {
 
 /// A tick value as a person writes it: a log axis steps by 0.1 and prints 0.7000000000000001
 /// and 0.30000000000000004 otherwise.
-fn tick_label(v: f64) -> String {
+pub(crate) fn tick_label(v: f64) -> String {
     let a = v.abs();
     if a == 0.0 {
         return "0".into();
@@ -100,8 +100,31 @@ fn tick_label(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// Tick values of a log axis over [lo, hi]: the decades, and inside them 2 and 5 (or every
+/// digit when the range spans less than a decade), so a range such as 0.01..0.1 is labelled
+/// inside (plotters alone labels only the powers of ten).
+pub(crate) fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    if !(lo > 0.0 && hi > lo && hi.is_finite()) {
+        return vec![];
+    }
+    let ticks = |mantissas: &[f64]| -> Vec<f64> {
+        let (d0, d1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+        (d0..=d1)
+            .flat_map(|d| mantissas.iter().map(move |m| m * 10f64.powi(d)))
+            // Rounded to a few significant digits, so labels print as 0.02, not 0.0200000004.
+            .map(|v| format!("{v:.3e}").parse::<f64>().unwrap_or(v))
+            .filter(|&v| v >= lo && v <= hi)
+            .collect()
+    };
+    let coarse = ticks(&[1.0, 2.0, 5.0]);
+    if coarse.len() >= 4 || hi / lo > 1e3 {
+        return if hi / lo > 1e3 { ticks(&[1.0]) } else { coarse };
+    }
+    ticks(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])
+}
+
 /// (min, max) of finite values, padded; a fallback range when empty or flat.
-fn range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
+pub(crate) fn range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in values.filter(|v| v.is_finite() && (!log || *v > 0.0)) {
         lo = lo.min(v);
@@ -153,7 +176,10 @@ impl Chart for LossChart {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d(x0.max(0.0)..x1, (y0..y1).log_scale())
+            .build_cartesian_2d(
+                x0.max(0.0)..x1,
+                (y0..y1).log_scale().with_key_points(log_ticks(y0, y1)),
+            )
             .map_err(plot_err)?;
         chart
             .configure_mesh()
@@ -416,7 +442,19 @@ impl Chart for ScheduleChart {
 
 #[cfg(test)]
 mod tests {
-    use super::tick_label;
+    use super::{log_ticks, tick_label};
+
+    #[test]
+    fn log_ticks_label_inside_a_decade() {
+        // The quickstart's loss range: no power of ten inside, yet labelled.
+        assert_eq!(
+            log_ticks(0.012, 0.09),
+            [0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09]
+        );
+        assert_eq!(log_ticks(0.01, 1.0), [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]);
+        assert_eq!(log_ticks(1e-4, 10.0), [1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0]);
+        assert!(log_ticks(0.0, 1.0).is_empty());
+    }
 
     #[test]
     fn tick_labels_are_short() {

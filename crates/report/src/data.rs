@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use ddlab_config::RunConfig;
-use ddlab_store::{RunRow, Store, SweepRow};
+use ddlab_store::{EvalRow, LossBucketRow, RunRow, Store, SweepRow};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -20,7 +20,14 @@ pub struct RunData {
     pub loss: Vec<(i64, f64)>,
     /// Mean loss over the last ~2% of steps, steadier than the last batch's.
     pub final_loss: Option<f64>,
+    /// The run's own evaluation of its final weights, by name: the value and its details.
     pub evals: BTreeMap<String, (Option<f64>, Value)>,
+    /// The method (provenance text) of each of those.
+    pub eval_methods: BTreeMap<String, String>,
+    /// Every evaluation recorded: over training, and re-evaluations with other settings.
+    pub eval_rows: Vec<EvalRow>,
+    /// The training loss by t, every window (step, then bucket).
+    pub loss_buckets: Vec<LossBucketRow>,
     /// The newest sample grid (PNG bytes).
     pub sample_png: Option<Vec<u8>>,
     /// Every sample of the run: (step, prompt, guidance, scale, sample id).
@@ -76,15 +83,20 @@ pub async fn load(store: &Store, sweep_name: &str) -> Result<SweepData> {
         let loss = store.metric_series(row.id, "loss", CURVE_POINTS).await?;
         let tail = store.metric_series(row.id, "loss", 50).await?;
         let final_loss = tail.last().map(|p| p.1);
-        let evals = store
-            .evals(row.id)
-            .await?
-            .into_iter()
+        let eval_rows = store.evals(row.id).await?;
+        let own = ddlab_store::own_evals(&eval_rows);
+        let evals = own
+            .iter()
             .map(|e| {
                 let details = serde_json::from_str(&e.details_json).unwrap_or(Value::Null);
-                (e.name, (e.value, details))
+                (e.name.clone(), (e.value, details))
             })
             .collect();
+        let eval_methods = own
+            .iter()
+            .map(|e| (e.name.clone(), e.method.clone()))
+            .collect();
+        let loss_buckets = store.loss_buckets(row.id).await?;
         let samples = store.samples(row.id).await?;
         let sample_png = store.latest_sample(row.id).await?.map(|(_, png)| png);
         let duration_s = match (&row.started_at, &row.finished_at) {
@@ -98,6 +110,9 @@ pub async fn load(store: &Store, sweep_name: &str) -> Result<SweepData> {
             loss,
             final_loss,
             evals,
+            eval_methods,
+            eval_rows,
+            loss_buckets,
             sample_png,
             samples,
             duration_s,

@@ -5,6 +5,7 @@
 //! Runs are grouped by the config keys that vary across the sweep; seeds are pooled within a
 //! group (mean line, spread band or error bar).
 
+pub mod by_t;
 pub mod charts;
 pub mod data;
 pub mod diff;
@@ -57,6 +58,8 @@ pub fn write(data: &SweepData, dir: &Path) -> Result<Report> {
         ));
     }
     metric_charts(data, dir, &mut charts)?;
+    by_t_charts(data, dir, &mut charts)?;
+    nll_over_training(data, dir, &mut charts)?;
     guidance_charts(data, dir, &mut charts)?;
     sampling_step_charts(data, dir, &mut charts)?;
     let schedules = schedule_curves(data)?;
@@ -106,7 +109,10 @@ fn metric_charts(data: &SweepData, dir: &Path, charts: &mut Charts) -> Result<()
                 lines: metric_lines(data, "T", &value, metric),
             };
             charts.push((
-                format!("{title} against T, one line per group"),
+                format!(
+                    "{title} against T, one line per group{}",
+                    method_note(data, metric)
+                ),
                 render(&chart, dir, &format!("{file}_vs_T"), CHART_SIZE)?,
             ));
         } else {
@@ -198,6 +204,134 @@ fn sampling_step_charts(data: &SweepData, dir: &Path, charts: &mut Charts) -> Re
         ));
     }
     Ok(())
+}
+
+/// The loss and the bound across t/T per group, and each run's loss heatmap (step × t).
+fn by_t_charts(data: &SweepData, dir: &Path, charts: &mut Charts) -> Result<()> {
+    let loss = by_t::pooled(data, &by_t::final_loss_profile, &|_| (None, None));
+    if !loss.is_empty() {
+        let chart = by_t::ProfileChart {
+            title: format!("Final training loss across t — {}", data.sweep.name),
+            y_desc: "loss (log scale)".into(),
+            lines: loss,
+        };
+        charts.push((
+            "Training loss by noise level over the last tenth of training (mean over seeds, \
+             band: min–max): where the groups' objectives differ"
+                .to_string(),
+            render(&chart, dir, "loss_by_t", CHART_SIZE)?,
+        ));
+    }
+    let bound = by_t::pooled(data, &|r| by_t::bound_profile(r).0, &|r| {
+        by_t::bound_profile(r).1
+    });
+    if !bound.is_empty() {
+        let chart = by_t::ProfileChart {
+            title: format!("The NLL bound's terms across t — {}", data.sweep.name),
+            y_desc: "bits/dim per bucket (log scale)".into(),
+            lines: bound,
+        };
+        let mut caption = "The bound's terms by t: KL terms summed per bucket of t/T, the \
+                           decoder L_0 (triangle, t = 0) and the prior L_T (square, t = T)"
+            .to_string();
+        caption.push_str(&method_note(data, "nll_bpd"));
+        charts.push((caption, render(&chart, dir, "bound_by_t", CHART_SIZE)?));
+    }
+    for r in &data.runs {
+        let title = format!("Run {}: loss by step × t — {}", r.row.id, r.row.name);
+        if let Some(heat) = by_t::Heatmap::of(r, title) {
+            charts.push((
+                format!(
+                    "Run {} ({}): training loss by flush window and t bucket (colour: log loss)",
+                    r.row.id, r.row.name
+                ),
+                render(
+                    &heat,
+                    dir,
+                    &format!("loss_heat_run-{}", r.row.id),
+                    (1000, 420),
+                )?,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The NLL against the training step per group, for runs that evaluated it during training;
+/// values computed another way than the run's own final one are left out (and said so).
+fn nll_over_training(data: &SweepData, dir: &Path, charts: &mut Charts) -> Result<()> {
+    let curve = |r: &RunData| -> Vec<(f64, f64)> {
+        let method = r.eval_methods.get("nll_bpd");
+        r.eval_rows
+            .iter()
+            .filter(|e| e.name == "nll_bpd" && Some(&e.method) == method)
+            .filter_map(|e| e.value.map(|v| (e.step as f64, v)))
+            .collect()
+    };
+    if !data.runs.iter().any(|r| curve(r).len() > 1) {
+        return Ok(());
+    }
+    let lines = data
+        .groups(&["seed"])
+        .into_iter()
+        .map(|(label, runs)| {
+            let mut steps: Vec<f64> = runs.iter().flat_map(|r| curve(r)).map(|p| p.0).collect();
+            steps.sort_by(f64::total_cmp);
+            steps.dedup();
+            let points = steps
+                .into_iter()
+                .filter_map(|x| {
+                    let vals: Vec<f64> = runs
+                        .iter()
+                        .filter_map(|r| curve(r).into_iter().find(|p| p.0 == x).map(|p| p.1))
+                        .collect();
+                    let mean = vals.iter().sum::<f64>() / vals.len().max(1) as f64;
+                    let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    (!vals.is_empty()).then_some((x, mean, lo, hi))
+                })
+                .collect();
+            MetricLine { label, points }
+        })
+        .filter(|l: &MetricLine| !l.points.is_empty())
+        .collect();
+    let chart = MetricChart {
+        title: format!("NLL over training — {}", data.sweep.name),
+        x_desc: "training step (EMA weights)".into(),
+        y_desc: "NLL (bits/dim, held-out)".into(),
+        log_x: false,
+        lines,
+    };
+    let mut caption = "NLL against the training step (eval_every), mean over seeds, \
+                       bars: min–max"
+        .to_string();
+    caption.push_str(&method_note(data, "nll_bpd"));
+    charts.push((caption, render(&chart, dir, "nll_vs_step", CHART_SIZE)?));
+    Ok(())
+}
+
+/// A caption's warning when runs computed the evaluation `name` differently (other images,
+/// timesteps, seed…): empty when every run's own value was computed the same way.
+fn method_note(data: &SweepData, name: &str) -> String {
+    let mut methods: Vec<&str> = data
+        .runs
+        .iter()
+        .filter_map(|r| r.eval_methods.get(name).map(String::as_str))
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    if methods.len() <= 1 {
+        return String::new();
+    }
+    let shown: Vec<&str> = methods
+        .iter()
+        .map(|m| if m.is_empty() { "(not recorded)" } else { m })
+        .collect();
+    format!(
+        ". Note: these values were computed in {} different ways: {}",
+        methods.len(),
+        shown.join("; ")
+    )
 }
 
 fn log_axis(xs: impl Iterator<Item = f64>) -> bool {

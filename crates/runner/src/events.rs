@@ -3,7 +3,7 @@
 //! lines, or nothing) consume them alike, as burn-train's learner feeds its event processors.
 
 use anyhow::Result;
-use ddlab_core::train::StepStats;
+use ddlab_core::train::{ExampleLoss, StepStats};
 use ddlab_store::NewSample;
 use std::path::Path;
 
@@ -14,8 +14,13 @@ pub enum RunEvent<'a> {
     Started { step: usize },
     /// Something worth telling the user ("resuming from step 40").
     Note(&'a str),
-    /// A training step finished (`stats.step` of `total`).
-    Step { stats: &'a StepStats, total: usize },
+    /// A training step finished (`stats.step` of `total`), with its examples' timesteps and
+    /// losses.
+    Step {
+        stats: &'a StepStats,
+        examples: &'a [ExampleLoss],
+        total: usize,
+    },
     /// A checkpoint of `step` is about to be written: what came before it must be durable.
     Checkpointing { step: usize },
     /// The checkpoint of `step` is on disk at `path`.
@@ -24,9 +29,13 @@ pub enum RunEvent<'a> {
     Failed { error: &'a str },
     /// A sample grid was drawn.
     Sample(&'a NewSample),
-    /// An evaluation's result, with how it was computed (JSON).
+    /// An evaluation's result of the weights of training step `step`: `method` is how it was
+    /// computed as canonical text (see [`crate::provenance`]), `details` the same and more, as
+    /// JSON.
     Eval {
         name: &'a str,
+        step: usize,
+        method: &'a str,
         value: Option<f64>,
         details: &'a str,
     },
@@ -54,7 +63,7 @@ impl Observer for Silent {
 fn show(observer: &dyn Observer, event: &RunEvent) {
     match *event {
         RunEvent::Note(msg) => observer.note(msg),
-        RunEvent::Step { stats, total } => observer.step(stats.step, total, stats.loss),
+        RunEvent::Step { stats, total, .. } => observer.step(stats.step, total, stats.loss),
         _ => {}
     }
 }

@@ -6,7 +6,7 @@ use ddlab_core::Device;
 use ddlab_core::clip::{ClipConfig, ClipTrainConfig, ClipTrainer, zero_shot_accuracy};
 use ddlab_core::data::{DataSplit, DatasetConfig, DatasetKind};
 use ddlab_core::judge::{JudgeConfig, JudgeTrainConfig, JudgeTrainer, accuracy};
-use ddlab_store::{NewRun, RunStatus};
+use ddlab_store::{NewEval, NewRun, RunStatus};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -191,17 +191,27 @@ fn train_clip(job: &Job) -> Result<HelperOutcome> {
         job.observer.phase("zero-shot", k + 1, probes.len());
         let acc = zero_shot_accuracy(&trainer.clip, &data.heldout, 1000, t, spec.seed, device)?;
         let name = format!("zero_shot_acc_t{t}");
-        rec.eval(
-            &name,
-            Some(acc),
-            &serde_json::json!({"t": t, "T": t_steps, "images": data.heldout.len().min(1000)})
-                .to_string(),
-        )?;
+        let images = data.heldout.len().min(1000);
+        rec.eval(&NewEval {
+            run_id: rec.run_id(),
+            name: &name,
+            step: trainer.step_count() as i64,
+            method: &format!("zero-shot t={t} images={images} seed={}", spec.seed),
+            value: Some(acc),
+            details_json: &serde_json::json!({"t": t, "T": t_steps, "images": images}).to_string(),
+        })?;
         evals.push((name, acc));
     }
     // CLIP guidance multiplies its gradient by this (GLIDE's cond_fn), so users see it.
     let logit_scale = trainer.clip.logit_scale()?.to_vec1::<f32>()?[0] as f64;
-    rec.eval("logit_scale", Some(logit_scale), "{}")?;
+    rec.eval(&NewEval {
+        run_id: rec.run_id(),
+        name: "logit_scale",
+        step: trainer.step_count() as i64,
+        method: "exp(log_scale) clamped to [1, 100]",
+        value: Some(logit_scale),
+        details_json: "{}",
+    })?;
     evals.push(("logit_scale".into(), logit_scale));
     write_atomic(job.out, &trainer.checkpoint()?.to_bytes()?)?;
     rec.checkpointed(trainer.step_count(), job.out)?;
@@ -241,11 +251,15 @@ fn train_judge(job: &Job) -> Result<HelperOutcome> {
     rec.metrics(rows)?;
     job.observer.phase("held-out accuracy", 0, 1);
     let acc = accuracy(&trainer.judge, &data.heldout, data.heldout.len(), device)?;
-    rec.eval(
-        "judge_accuracy",
-        Some(acc),
-        &serde_json::json!({"images": data.heldout.len(), "heads": cfg.heads}).to_string(),
-    )?;
+    rec.eval(&NewEval {
+        run_id: rec.run_id(),
+        name: "judge_accuracy",
+        step: trainer.step_count() as i64,
+        method: &format!("held-out images={}", data.heldout.len()),
+        value: Some(acc),
+        details_json: &serde_json::json!({"images": data.heldout.len(), "heads": cfg.heads})
+            .to_string(),
+    })?;
     write_atomic(job.out, &trainer.checkpoint(acc)?.to_bytes()?)?;
     rec.checkpointed(trainer.step_count(), job.out)?;
     Ok(HelperOutcome {

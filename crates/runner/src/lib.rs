@@ -11,6 +11,8 @@ pub mod execute;
 pub mod files;
 pub mod guidance;
 pub mod helper_models;
+pub mod loss_by_t;
+pub mod provenance;
 pub mod recorder;
 pub mod sampling;
 pub mod slurm;

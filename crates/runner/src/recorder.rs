@@ -3,13 +3,16 @@
 //! [`MetricBuffer`].
 
 use anyhow::Result;
-use ddlab_store::{MetricRow, NewSample, OpenMode, Store};
+use ddlab_config::RunConfig;
+use ddlab_core::train::{ExampleLoss, StepStats};
+use ddlab_store::{LossBucketRow, MetricRow, NewEval, NewSample, OpenMode, Store};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::events::{EventSink, RunEvent};
+use crate::loss_by_t::LossByT;
 
 /// A [`Store`] with its own runtime, callable from any thread.
 #[derive(Clone)]
@@ -86,13 +89,21 @@ impl Recorder {
         Ok(self.store.block(self.store.store().insert_metrics(&rows))?)
     }
 
+    /// Drops the metric rows and the loss-by-t windows after `step`.
     pub fn truncate_metrics_after(&self, step: usize) -> Result<()> {
-        self.store.block(
-            self.store
-                .store()
-                .delete_metrics_after(self.run_id, step as i64),
-        )?;
+        let store = self.store.store();
+        self.store
+            .block(store.delete_metrics_after(self.run_id, step as i64))?;
+        self.store
+            .block(store.delete_loss_buckets_after(self.run_id, step as i64))?;
         Ok(())
+    }
+
+    /// Writes the loss-by-t rows of a window.
+    pub fn loss_buckets(&self, rows: &[LossBucketRow]) -> Result<()> {
+        Ok(self
+            .store
+            .block(self.store.store().insert_loss_buckets(rows))?)
     }
 
     pub fn checkpointed(&self, step: usize, path: &Path) -> Result<()> {
@@ -119,10 +130,29 @@ impl Recorder {
             .any(|s| s.step == step as i64 && s.guidance.is_some() == guided))
     }
 
-    /// Whether an evaluation of this name is recorded for the run.
+    /// Whether an evaluation of this name is recorded for the run (at any step, any method).
     pub fn has_eval(&self, name: &str) -> Result<bool> {
         let evals = self.store.block(self.store.store().evals(self.run_id))?;
         Ok(evals.iter().any(|e| e.name == name))
+    }
+
+    /// The first value recorded for this name at this step (any method), if any.
+    pub fn eval_value(&self, name: &str, step: usize) -> Result<Option<f64>> {
+        let evals = self.store.block(self.store.store().evals(self.run_id))?;
+        Ok(evals
+            .iter()
+            .filter(|e| e.name == name && e.step == step as i64)
+            .min_by(|a, b| a.created_at.cmp(&b.created_at))
+            .and_then(|e| e.value))
+    }
+
+    /// Whether an evaluation of this name, step and method is recorded: a resumed run or a
+    /// repeated `ddlab eval --sweep` computes each one once.
+    pub fn has_eval_at(&self, name: &str, step: usize, method: &str) -> Result<bool> {
+        let evals = self.store.block(self.store.store().evals(self.run_id))?;
+        Ok(evals
+            .iter()
+            .any(|e| e.name == name && e.step == step as i64 && e.method == method))
     }
 
     pub fn sample(&self, s: &NewSample) -> Result<()> {
@@ -130,13 +160,8 @@ impl Recorder {
         Ok(())
     }
 
-    pub fn eval(&self, name: &str, value: Option<f64>, details_json: &str) -> Result<()> {
-        Ok(self.store.block(self.store.store().upsert_eval(
-            self.run_id,
-            name,
-            value,
-            details_json,
-        ))?)
+    pub fn eval(&self, e: &NewEval) -> Result<()> {
+        Ok(self.store.block(self.store.store().record_eval(e))?)
     }
 }
 
@@ -216,35 +241,43 @@ pub fn unix_now() -> f64 {
 }
 
 /// Records a run's events in the store: training metrics every `log_every` steps (buffered),
-/// checkpoints, sample grids and evaluations.
+/// the loss by t per flush window, checkpoints, sample grids and evaluations.
 pub struct RunRecorder<'a> {
     recorder: &'a Recorder,
     buffer: MetricBuffer,
+    loss_by_t: LossByT,
     log_every: usize,
 }
 
 impl<'a> RunRecorder<'a> {
-    pub fn new(recorder: &'a Recorder, log_every: usize) -> Self {
+    pub fn new(recorder: &'a Recorder, config: &RunConfig) -> Self {
         Self {
             recorder,
             buffer: MetricBuffer::new(),
-            log_every,
+            loss_by_t: LossByT::new(config.t, config.loss_buckets),
+            log_every: config.log_every,
         }
     }
 
-    /// Drops the rows recorded after `step` (they will be recomputed bit for bit).
+    /// Drops the rows recorded after `step` (they will be recomputed bit for bit) and starts
+    /// an empty loss-by-t window.
     fn started(&mut self, step: usize) -> Result<()> {
         self.buffer.restart(step);
+        self.loss_by_t.take(0, 0.0);
         self.recorder.truncate_metrics_after(step)
     }
 
-    /// Writes every buffered row now.
+    /// Writes every buffered row now; the loss-by-t window closes with them, so a window
+    /// never straddles a checkpoint.
     pub fn flush(&mut self) -> Result<()> {
-        self.recorder.metrics(self.buffer.take())
+        self.recorder.metrics(self.buffer.take())?;
+        let rows = self.loss_by_t.take(self.recorder.run_id(), unix_now());
+        self.recorder.loss_buckets(&rows)
     }
 
-    fn step(&mut self, stats: &ddlab_core::train::StepStats, total: usize) -> Result<()> {
+    fn step(&mut self, stats: &StepStats, examples: &[ExampleLoss], total: usize) -> Result<()> {
         let (run_id, done) = (self.recorder.run_id(), stats.step);
+        self.loss_by_t.add(done, examples);
         if done % self.log_every == 0 || done == total {
             for (name, value) in [
                 ("loss", stats.loss),
@@ -268,15 +301,28 @@ impl EventSink for RunRecorder<'_> {
     fn handle(&mut self, event: &RunEvent) -> Result<()> {
         match *event {
             RunEvent::Started { step } => self.started(step),
-            RunEvent::Step { stats, total } => self.step(stats, total),
+            RunEvent::Step {
+                stats,
+                examples,
+                total,
+            } => self.step(stats, examples, total),
             RunEvent::Checkpointing { .. } | RunEvent::Failed { .. } => self.flush(),
             RunEvent::Checkpointed { step, path } => self.recorder.checkpointed(step, path),
             RunEvent::Sample(sample) => self.recorder.sample(sample),
             RunEvent::Eval {
                 name,
+                step,
+                method,
                 value,
                 details,
-            } => self.recorder.eval(name, value, details),
+            } => self.recorder.eval(&NewEval {
+                run_id: self.recorder.run_id(),
+                name,
+                step: step as i64,
+                method,
+                value,
+                details_json: details,
+            }),
             RunEvent::Note(_) => Ok(()),
         }
     }

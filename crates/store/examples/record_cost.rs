@@ -1,6 +1,7 @@
 //! What recording costs a training run: the runner buffers each step's metric rows and
 //! flushes them every 5 s (one transaction) with a heartbeat. This times such flushes into a
-//! fresh SQLite store (WAL, on this disk) and reports the cost per training step.
+//! fresh SQLite store (WAL, on this disk), with the window's loss-by-t buckets, and reports the
+//! cost per training step.
 //!
 //! `cargo run --release -p ddlab-store --example record_cost [STEP_MS]` (default 42 ms, the
 //! `tiny` preset's step on a 2-core machine: the worst case, since faster steps mean more
@@ -8,7 +9,7 @@
 
 use std::time::Instant;
 
-use ddlab_store::{MetricRow, NewRun, Store};
+use ddlab_store::{LossBucketRow, MetricRow, NewRun, Store};
 
 #[tokio::main]
 async fn main() {
@@ -52,8 +53,25 @@ async fn main() {
                 })
             })
             .collect();
+        // The loss by t of the window: 10 buckets (the default `loss_buckets`).
+        let step = (f + 1) * steps_per_flush;
+        let buckets: Vec<LossBucketRow> = (0..10)
+            .map(|b| LossBucketRow {
+                run_id: run.id,
+                step,
+                bucket: b,
+                buckets: 10,
+                t_lo: b * 100,
+                t_hi: (b + 1) * 100,
+                count: 6 * steps_per_flush,
+                loss: Some(0.1),
+                weighted_loss: None,
+                wall_time: step as f64,
+            })
+            .collect();
         let t = Instant::now();
         store.insert_metrics(&rows).await.unwrap();
+        store.insert_loss_buckets(&buckets).await.unwrap();
         store
             .progress(run.id, (f + 1) * steps_per_flush, None)
             .await
@@ -64,7 +82,7 @@ async fn main() {
     let median = spent[spent.len() / 2];
     let per_step = median / steps_per_flush as f64;
     println!(
-        "{flushes} flushes of {steps_per_flush} steps × 3 metrics: median {median:.2} ms per flush \
+        "{flushes} flushes of {steps_per_flush} steps × 3 metrics + 10 loss-by-t buckets: median {median:.2} ms per flush \
          (max {:.2}), {per_step:.4} ms per step = {:.3}% of a {step_ms} ms step",
         spent[spent.len() - 1],
         100.0 * per_step / step_ms

@@ -12,12 +12,13 @@
 //! ([`OpenMode::ReadOnly`]) never creates, migrates or writes. The queries are grouped by
 //! table: [`sweeps`](Store::upsert_sweep), [`runs`](Store::ensure_run),
 //! [`metrics`](Store::insert_metrics), [`samples`](Store::insert_sample),
-//! [`evals`](Store::upsert_eval), and the per-run [`summaries`](Store::summaries) across them.
+//! [`loss_buckets`](Store::insert_loss_buckets), [`evals`](Store::record_eval), and the per-run [`summaries`](Store::summaries) across them.
 
 mod connect;
 mod evals;
 mod file;
 mod info;
+mod loss_buckets;
 mod metrics;
 mod rows;
 mod runs;
@@ -28,6 +29,7 @@ mod sweeps;
 mod time;
 
 pub use connect::{CONNECT_TIMEOUT, MIGRATOR_POSTGRES, MIGRATOR_SQLITE, OpenMode};
+pub use evals::own_evals;
 pub use file::FileState;
 pub use rows::*;
 pub use runs::STALE_AFTER;

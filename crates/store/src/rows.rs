@@ -216,9 +216,44 @@ pub struct SampleInfo {
 pub struct EvalRow {
     pub run_id: i64,
     pub name: String,
+    /// The training step whose weights were evaluated.
+    pub step: i64,
+    /// How the value was computed, as canonical text: equal text, comparable values. Empty for
+    /// an evaluation recorded before provenance was (the run's own, at its end).
+    pub method: String,
     pub value: Option<f64>,
     pub details_json: String,
     pub created_at: String,
+}
+
+/// An evaluation to record: its value at a training step, computed as `method` says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEval<'a> {
+    pub run_id: i64,
+    pub name: &'a str,
+    pub step: i64,
+    pub method: &'a str,
+    pub value: Option<f64>,
+    pub details_json: &'a str,
+}
+
+/// The training loss of one bucket of t over one flush window (table `loss_buckets`).
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct LossBucketRow {
+    pub run_id: i64,
+    /// The last training step of the window.
+    pub step: i64,
+    pub bucket: i64,
+    pub buckets: i64,
+    /// Timestep indices [t_lo, t_hi) of the bucket.
+    pub t_lo: i64,
+    pub t_hi: i64,
+    pub count: i64,
+    /// Mean unweighted objective loss of the bucket's examples.
+    pub loss: Option<f64>,
+    /// Mean min-SNR-weighted loss; `None` when the objective is unweighted.
+    pub weighted_loss: Option<f64>,
+    pub wall_time: f64,
 }
 
 pub(crate) const SUMMARY_COLS: &str = "run_id, sweep, name, dataset, model, schedule, \"T\", seed, status, \

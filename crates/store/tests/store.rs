@@ -655,3 +655,127 @@ async fn postgres_read_only_open_and_foreign_schema() {
     assert_eq!(left, 0, "left untouched");
     store.close().await;
 }
+
+/// The last migration of the release before evaluations had steps and loss-by-t windows.
+const BEFORE_EVAL_STEPS: i64 = 20261202000002;
+
+/// Brings an empty database to the release before eval steps and writes what that release
+/// wrote: a sweep, a completed run with its metrics and two evaluations.
+async fn store_before_eval_steps(pool: &sqlx::AnyPool, migrator: &sqlx::migrate::Migrator) {
+    migrator.run_to(BEFORE_EVAL_STEPS, pool).await.unwrap();
+    for stmt in [
+        "INSERT INTO sweeps (name, spec_toml, created_at) VALUES ('old', '[grid]', 'x')",
+        "INSERT INTO runs (sweep_id, name, config_hash, config_json, dataset, model, schedule,
+                           timesteps, seed, steps_total, steps_done, status, created_at)
+         VALUES (1, 'r', 'h', '{}', 'shapes', 'tiny', 'linear', 10, 0, 5, 5, 'completed', 'x')",
+        "INSERT INTO metrics (run_id, step, name, value, wall_time) VALUES (1, 5, 'loss', 0.25, 1.0)",
+        "INSERT INTO evals (run_id, name, value, details_json, created_at)
+         VALUES (1, 'nll_bpd', 3.5, '{\"images\":8}', '2026-12-01T00:00:00.000Z')",
+        "INSERT INTO evals (run_id, name, value, details_json, created_at)
+         VALUES (1, 'nll_bpd_stderr', 0.1, '{}', '2026-12-01T00:00:00.000Z')",
+    ] {
+        sqlx::query(stmt).execute(pool).await.unwrap();
+    }
+}
+
+/// After the upgrade: the old evaluations kept with the run's step and no method, the summary
+/// as before, and evaluations of other steps and methods recorded beside them.
+async fn old_evals_survive(store: &Store) {
+    let evals = store.evals(1).await.unwrap();
+    let kept: Vec<_> = evals
+        .iter()
+        .map(|e| (e.name.as_str(), e.step, e.method.as_str(), e.value))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("nll_bpd", 5, "", Some(3.5)),
+            ("nll_bpd_stderr", 5, "", Some(0.1))
+        ]
+    );
+    assert_eq!(evals[0].details_json, "{\"images\":8}");
+    for (step, method, value) in [(2, "nll images=8", 4.0), (5, "nll images=64", 3.4)] {
+        store
+            .record_eval(&NewEval {
+                run_id: 1,
+                name: "nll_bpd",
+                step,
+                method,
+                value: Some(value),
+                details_json: "{}",
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.evals(1).await.unwrap().len(), 4);
+    let summary = store.summaries(Some("old")).await.unwrap();
+    assert_eq!(
+        (summary[0].nll_bpd, summary[0].last_loss),
+        (Some(3.5), Some(0.25))
+    );
+    assert_eq!(
+        own_evals(&store.evals(1).await.unwrap())[0].value,
+        Some(3.5)
+    );
+    let window = LossBucketRow {
+        run_id: 1,
+        step: 5,
+        bucket: 0,
+        buckets: 2,
+        t_lo: 0,
+        t_hi: 5,
+        count: 3,
+        loss: Some(0.5),
+        weighted_loss: None,
+        wall_time: 1.0,
+    };
+    store
+        .insert_loss_buckets(std::slice::from_ref(&window))
+        .await
+        .unwrap();
+    assert_eq!(store.latest_loss_profile(1).await.unwrap(), [window]);
+    assert_eq!(store.delete_loss_buckets_after(1, 4).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn store_before_eval_steps_keeps_its_evals_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&format!("{}?mode=rwc", sqlite_url(&path)))
+        .await
+        .unwrap();
+    store_before_eval_steps(&pool, &MIGRATOR_SQLITE).await;
+    pool.close().await;
+    let store = Store::connect(&sqlite_url(&path), false).await.unwrap();
+    old_evals_survive(&store).await;
+}
+
+#[tokio::test]
+async fn store_before_eval_steps_keeps_its_evals_postgres() {
+    let Some((store, url)) = postgres_store("evalsteps").await else {
+        return;
+    };
+    // Start over from an empty database migrated only to the old release.
+    store.close().await;
+    let base = url.rsplit_once('/').unwrap().0.to_string();
+    let name = format!("ddlab_t_evalsteps_old_{}", std::process::id());
+    let admin = sqlx::AnyPool::connect(&std::env::var("DDLAB_TEST_POSTGRES_URL").unwrap())
+        .await
+        .unwrap();
+    for stmt in [
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(stmt))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    let old_url = format!("{base}/{name}");
+    let pool = sqlx::AnyPool::connect(&old_url).await.unwrap();
+    store_before_eval_steps(&pool, &MIGRATOR_POSTGRES).await;
+    pool.close().await;
+    let store = Store::connect(&old_url, false).await.unwrap();
+    old_evals_survive(&store).await;
+}

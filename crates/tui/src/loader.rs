@@ -130,7 +130,11 @@ impl Loader {
     }
 
     async fn detail(&mut self, store: &Store, run_id: i64) -> Result<Detail, StoreError> {
-        let evals = store.evals(run_id).await?;
+        // The run's own final evaluations (not every step of `eval_every`).
+        let evals: Vec<_> = ddlab_store::own_evals(&store.evals(run_id).await?)
+            .into_iter()
+            .cloned()
+            .collect();
         // Metadata first: the PNG is fetched and decoded only when a newer grid exists.
         let sample = match store.samples(run_id).await?.pop() {
             None => None,

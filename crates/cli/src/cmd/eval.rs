@@ -79,6 +79,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         variance: a.variance.parse::<DdpmVariance>()?,
         clip_x0: cfg.clip_x0,
         batch_size: 128,
+        term_buckets: cfg.loss_buckets,
     };
     let progress = RunProgress::new("eval");
     let r = nll_bpd(

@@ -191,6 +191,15 @@ pub struct StepStats {
     pub lr: f64,
 }
 
+/// One training example's share of a step: its timestep index and its loss, unweighted and
+/// (under min-SNR-γ) weighted as the objective weighs it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExampleLoss {
+    pub t: usize,
+    pub loss: f64,
+    pub weighted: Option<f64>,
+}
+
 /// Wall time of the phases of one training step, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct StepTimings {
@@ -211,6 +220,7 @@ pub struct Trainer {
     optimizer: AdamW,
     ema: Ema,
     step: usize,
+    last_examples: Vec<ExampleLoss>,
 }
 
 impl Trainer {
@@ -234,6 +244,7 @@ impl Trainer {
             optimizer,
             ema,
             step: 0,
+            last_examples: Vec::new(),
         })
     }
 
@@ -244,6 +255,18 @@ impl Trainer {
 
     /// The loss of one batch and its graph (no update). `x0` in [-1, 1].
     pub fn loss(&self, x0: &Tensor, cond: Option<&Tensor>, rng: &mut Rng) -> Result<Tensor> {
+        Ok(self.loss_with_examples(x0, cond, rng)?.0)
+    }
+
+    /// [`Trainer::loss`] and each example's timestep and loss. The per-example values are the
+    /// ones the batch loss is the mean of, copied to the host (b numbers): recording the loss
+    /// by noise level costs no second forward pass and leaves the graph as it was.
+    pub fn loss_with_examples(
+        &self,
+        x0: &Tensor,
+        cond: Option<&Tensor>,
+        rng: &mut Rng,
+    ) -> Result<(Tensor, Vec<ExampleLoss>)> {
         let b = x0.dim(0)?;
         let t_steps = self.diffusion.num_timesteps();
         let t: Vec<usize> = (0..b).map(|_| rng.below(t_steps)).collect();
@@ -255,23 +278,23 @@ impl Trainer {
             .diffusion
             .target(self.config.objective, x0, &noise, &t)?;
         let per_sample = (&out - target)?.sqr()?.flatten_from(1)?.mean(1)?;
-        let per_sample = match self.config.min_snr_gamma {
+        let plain: Vec<f64> = per_sample.to_dtype(DType::F64)?.to_vec1()?;
+        let weights = self.min_snr_weights(&t);
+        let mut examples: Vec<ExampleLoss> = t
+            .iter()
+            .zip(&plain)
+            .map(|(&t, &loss)| ExampleLoss {
+                t,
+                loss,
+                weighted: None,
+            })
+            .collect();
+        let per_sample = match weights {
             None => per_sample,
-            Some(gamma) => {
-                let s = &self.diffusion.schedule;
-                let objective = self.config.objective;
-                let w: Vec<f32> = t
-                    .iter()
-                    .map(|&i| {
-                        let snr = s.snr(i);
-                        let clipped = snr.min(gamma);
-                        (match objective {
-                            Objective::Eps => clipped / snr,
-                            Objective::X0 => clipped,
-                            Objective::V => clipped / (snr + 1.0),
-                        }) as f32
-                    })
-                    .collect();
+            Some(w) => {
+                for (e, &w) in examples.iter_mut().zip(&w) {
+                    e.weighted = Some(e.loss * f64::from(w));
+                }
                 (per_sample * Tensor::from_vec(w, b, x0.device())?)?
             }
         };
@@ -283,7 +306,32 @@ impl Trainer {
                 (per_sample + (vb * (self.config.hybrid_lambda * t_steps as f64))?)?
             }
         };
-        Ok(per_sample.mean_all()?)
+        Ok((per_sample.mean_all()?, examples))
+    }
+
+    /// The min-SNR-γ weight of each timestep, or `None` for the unweighted objective.
+    fn min_snr_weights(&self, t: &[usize]) -> Option<Vec<f32>> {
+        let gamma = self.config.min_snr_gamma?;
+        let s = &self.diffusion.schedule;
+        let objective = self.config.objective;
+        Some(
+            t.iter()
+                .map(|&i| {
+                    let snr = s.snr(i);
+                    let clipped = snr.min(gamma);
+                    (match objective {
+                        Objective::Eps => clipped / snr,
+                        Objective::X0 => clipped,
+                        Objective::V => clipped / (snr + 1.0),
+                    }) as f32
+                })
+                .collect(),
+        )
+    }
+
+    /// Each example of the last step: its timestep and its loss (empty before the first step).
+    pub fn last_examples(&self) -> &[ExampleLoss] {
+        &self.last_examples
     }
 
     /// One optimisation step on a batch. A non-finite loss is an error and nothing is updated.
@@ -302,7 +350,8 @@ impl Trainer {
             self.config.seed,
             crate::rng::streams::TRAIN + self.step as u64,
         );
-        let loss = self.loss(x0, cond, &mut rng)?;
+        let (loss, examples) = self.loss_with_examples(x0, cond, &mut rng)?;
+        self.last_examples = examples;
         let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !loss_value.is_finite() {
             return Err(Error::Diverged {

@@ -6,7 +6,7 @@ use ddlab_core::Tensor;
 use ddlab_core::frechet::frechet_distance;
 use ddlab_core::grid::{default_columns, encode_png, make_grid};
 use ddlab_core::judge::{Judge, feature_stats, prompt_accuracy};
-use ddlab_core::nll::{NllConfig, nll_bpd};
+use ddlab_core::nll::{NllConfig, NllResult, nll_bpd};
 use ddlab_core::nn::UNet;
 use ddlab_core::rng::{Rng, streams};
 use ddlab_core::sampler::UNetDenoiser;
@@ -18,6 +18,7 @@ use super::{Outcome, RunContext};
 use crate::events::{Events, RunEvent};
 use crate::files::write_atomic;
 use crate::guidance::{self, Prepared, Request};
+use crate::provenance::{JudgeMethod, file_hash, nll_method};
 use crate::sampling::{Draw, Network, draw_images};
 
 /// After the last step: the final grid, the NLL bound, the guided evaluation.
@@ -29,10 +30,7 @@ pub(super) fn final_evaluations(
 ) -> Result<Outcome> {
     let plan = ctx.plan;
     draw_grid(ctx, trainer, plan.train.steps, events)?;
-    let nll = match &plan.nll {
-        Some(cfg) => Some(evaluate_nll(ctx, trainer, cfg, events)?),
-        None => None,
-    };
+    let nll = evaluate_nll(ctx, trainer, plan.train.steps, events)?;
     let cfg = &plan.config;
     if (cfg.guidance.is_guided() || cfg.judge_checkpoint.is_some())
         && let Err(e) = evaluate_guidance(ctx, trainer, events)
@@ -43,7 +41,7 @@ pub(super) fn final_evaluations(
     }
     Ok(Outcome::Completed {
         final_loss: last_loss,
-        nll_bpd: nll,
+        nll_bpd: nll.or(recorded_nll(ctx)?),
     })
 }
 
@@ -119,13 +117,25 @@ pub(super) fn draw_grid(
     }))
 }
 
-fn evaluate_nll(
+/// The NLL bound of the EMA weights at training step `step`, recorded with the step and how it
+/// was computed; `None` when the run does not evaluate it. Every step draws the same timesteps
+/// and noise (the evaluation stream of the seed), so the values of one run differ only by its
+/// weights. A value already recorded (a resumed run) is not computed again.
+pub(super) fn evaluate_nll(
     ctx: &RunContext,
     trainer: &Trainer,
-    cfg: &NllConfig,
+    step: usize,
     events: &mut Events,
-) -> Result<f64> {
+) -> Result<Option<f64>> {
     let plan = ctx.plan;
+    let Some(cfg) = &plan.nll else {
+        return Ok(None);
+    };
+    let images = plan.config.nll_images.min(ctx.data.heldout.len());
+    let method = nll_method(images, cfg, plan.train.seed);
+    if ctx.recorder.has_eval_at("nll_bpd", step, &method)? {
+        return Ok(None);
+    }
     let model = ema_network(trainer)?;
     let denoiser = UNetDenoiser {
         model: &model,
@@ -133,7 +143,7 @@ fn evaluate_nll(
         objective: plan.train.objective,
         cond: None,
     };
-    let held = ctx.data.heldout.head(plan.config.nll_images, &ctx.device)?;
+    let held = ctx.data.heldout.head(images, &ctx.device)?;
     let mut rng = Rng::new(plan.train.seed, streams::EVAL);
     let r = nll_bpd(
         &denoiser,
@@ -144,15 +154,26 @@ fn evaluate_nll(
         &mut |d, t| events.phase("NLL", d, t),
     )
     .map_err(|e| anyhow!(e))?;
-    let details = serde_json::to_string(&r)?;
+    let details = nll_details(&r, cfg, plan.train.seed)?;
     for (name, value) in [("nll_bpd", r.bpd), ("nll_bpd_stderr", r.stderr)] {
         events.emit(RunEvent::Eval {
             name,
+            step,
+            method: &method,
             value: Some(value),
             details: &details,
         })?;
     }
-    Ok(r.bpd)
+    Ok(Some(r.bpd))
+}
+
+/// The NLL result with the settings that made it (the provenance a reader shows).
+pub(crate) fn nll_details(r: &NllResult, cfg: &NllConfig, seed: u64) -> Result<String> {
+    let mut details = serde_json::to_value(r)?;
+    details["variance"] = serde_json::json!(cfg.variance.to_string());
+    details["clip_x0"] = serde_json::json!(cfg.clip_x0);
+    details["seed"] = serde_json::json!(seed);
+    Ok(details.to_string())
 }
 
 /// The guided evaluation: `guided_count` samples with the run's guidance, scale and prompt; a
@@ -224,11 +245,26 @@ fn record_sampling_time(ctx: &RunContext, seconds: f64, events: &mut Events) -> 
         "device": format!("{:?}", ctx.device),
     })
     .to_string();
+    let method = format!(
+        "timing samples={} sampler={} steps={} threads={}",
+        plan.config.guided_count,
+        plan.sampler.name(),
+        plan.sampler.steps(),
+        crate::device::cpu_threads()
+    );
     events.emit(RunEvent::Eval {
         name: "seconds_per_sample",
+        step: plan.train.steps,
+        method: &method,
         value: Some(seconds),
         details: &details,
     })
+}
+
+/// The run's NLL at its last step as recorded earlier (a resumed run that evaluated it before
+/// being killed).
+fn recorded_nll(ctx: &RunContext) -> Result<Option<f64>> {
+    ctx.recorder.eval_value("nll_bpd", ctx.plan.train.steps)
 }
 
 /// Whether a run resumed after a kill already recorded its guided grid and judge metrics.
@@ -279,20 +315,38 @@ fn judge_metrics(
     prepared: &Prepared,
     events: &mut Events,
 ) -> Result<()> {
-    let cfg = &ctx.plan.config;
+    let (plan, cfg) = (ctx.plan, &ctx.plan.config);
     let n = cfg.guided_count;
+    let judge_hash = file_hash(judge_path)?;
+    let method = JudgeMethod {
+        samples: n,
+        sampler: plan.sampler.name(),
+        steps: plan.sampler.steps(),
+        guidance: cfg.guidance.name(),
+        scale: cfg.guidance_scale,
+        seed: plan.train.seed,
+        judge_hash: &judge_hash,
+    }
+    .text();
     let details = serde_json::json!({
         "guidance": cfg.guidance.name(),
         "scale": cfg.guidance_scale,
         "prompt": prepared.prompt_label(),
         "samples": n,
+        "sampler": plan.sampler.name(),
+        "sample_steps": plan.sampler.steps(),
+        "seed": plan.train.seed,
         "judge": judge_path,
+        "judge_sha256_8": judge_hash,
         "judge_accuracy": judge_accuracy,
     })
     .to_string();
+    let step = plan.train.steps;
     let mut eval = |name: &str, value: f64| {
         events.emit(RunEvent::Eval {
             name,
+            step,
+            method: &method,
             value: Some(value),
             details: &details,
         })

@@ -73,7 +73,7 @@ pub struct Donor {
 /// value met at run time) become `Outcome::Failed`; only infrastructure failures (the store or
 /// the disk) are returned as `Err`.
 pub fn execute(ctx: &RunContext) -> Result<Outcome> {
-    let mut sink = RunRecorder::new(ctx.recorder, ctx.plan.config.log_every);
+    let mut sink = RunRecorder::new(ctx.recorder, &ctx.plan.config);
     let mut events = Events {
         sink: &mut sink,
         observer: ctx.observer,

@@ -51,6 +51,8 @@ pub(super) fn restore_or_fresh(ctx: &RunContext, events: &mut Events) -> Result<
             let details = serde_json::json!({ "checkpoint": donor.checkpoint }).to_string();
             events.emit(RunEvent::Eval {
                 name: "trained_by_run",
+                step: trainer.step_count(),
+                method: "donor",
                 value: Some(donor.run_id as f64),
                 details: &details,
             })?;

@@ -46,12 +46,12 @@ pub(super) fn train(
     // A kill between a checkpoint and the grid of the same step lost that grid: draw it now
     // (from the same weights; a grid already recorded is not drawn again).
     let resumed_at = trainer.step_count();
-    if resumed_at > 0
-        && cfg.sample_every > 0
-        && resumed_at.is_multiple_of(cfg.sample_every)
-        && resumed_at < total
-    {
+    if resumed_at > 0 && is_due(cfg.sample_every, resumed_at, total) {
         evaluate::draw_grid(ctx, trainer, resumed_at, events)?;
+    }
+    // Likewise an evaluation of that step (recorded ones are not computed again).
+    if resumed_at > 0 && is_due(cfg.eval_every, resumed_at, total) {
+        evaluate::evaluate_nll(ctx, trainer, resumed_at, events)?;
     }
     let mut last_loss = None;
     while trainer.step_count() < total {
@@ -68,17 +68,27 @@ pub(super) fn train(
         let done = stats.step;
         events.emit(RunEvent::Step {
             stats: &stats,
+            examples: trainer.last_examples(),
             total,
         })?;
         if done % cfg.checkpoint_every == 0 && done < total {
             checkpoint(ctx, trainer, events)?;
         }
-        if cfg.sample_every > 0 && done % cfg.sample_every == 0 && done < total {
+        if is_due(cfg.sample_every, done, total) {
             evaluate::draw_grid(ctx, trainer, done, events)?;
+        }
+        if is_due(cfg.eval_every, done, total) {
+            evaluate::evaluate_nll(ctx, trainer, done, events)?;
         }
     }
     checkpoint(ctx, trainer, events)?;
     Ok(Trained::Finished { last_loss })
+}
+
+/// Whether something scheduled every `every` steps (0: never) falls on step `done` before the
+/// last (the last step has its own, final, grid and evaluation).
+fn is_due(every: usize, done: usize, total: usize) -> bool {
+    every > 0 && done.is_multiple_of(every) && done < total
 }
 
 /// The outcome of a step that failed. Rows of the steps before a divergence are kept: they

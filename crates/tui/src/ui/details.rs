@@ -325,6 +325,8 @@ mod tests {
         let e = |name: &str, v: f64| EvalRow {
             run_id: 1,
             name: name.into(),
+            step: 10,
+            method: String::new(),
             value: Some(v),
             details_json: "{}".into(),
             created_at: String::new(),
