@@ -210,7 +210,7 @@ impl RunConfig {
             variance: self.variance,
             clip_x0: self.clip_x0,
             batch_size: self.batch_size.max(32),
-            term_buckets: self.loss_buckets,
+            term_buckets: self.loss_buckets.min(self.t.max(1)),
         }))
     }
 

@@ -254,7 +254,7 @@ impl<'a> RunRecorder<'a> {
         Self {
             recorder,
             buffer: MetricBuffer::new(),
-            loss_by_t: LossByT::new(config.t, config.loss_buckets),
+            loss_by_t: LossByT::new(config.t, config.loss_buckets.min(config.t.max(1))),
             log_every: config.log_every,
         }
     }
