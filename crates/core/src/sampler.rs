@@ -508,9 +508,7 @@ impl Sampler for Ddim {
         if let Some(g) = guidance {
             // ε̂ = ε − √(1−ᾱ_t)·g, and the x_0 it implies, x̂_0 = x_0 + (1−ᾱ_t)/√ᾱ_t · g.
             eps = (eps - (g * (1.0 - ab).sqrt())?)?;
-            if ab > 0.0 {
-                x0 = (x0 + (g * ((1.0 - ab) / ab.sqrt()))?)?;
-            }
+            x0 = guided_x0(x0, g, ab)?;
         }
         let sigma = self.eta
             * ((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev))
@@ -519,6 +517,16 @@ impl Sampler for Ddim {
         let dir = (1.0 - ab_prev - sigma * sigma).max(0.0).sqrt();
         let mean = ((&x0 * ab_prev.sqrt())? + (&eps * dir)?)?;
         Ok(StepOutput::scalar(mean, sigma))
+    }
+}
+
+/// The x̂_0 implied by the guided ε̂ = ε − √(1−ᾱ_t)·g: x̂_0 + (1−ᾱ_t)/√ᾱ_t·g (written so that
+/// no guidance leaves x̂_0 bit for bit unchanged; at ᾱ_t = 0 there is no x̂_0 to shift).
+fn guided_x0(x0: Tensor, g: &Tensor, ab: f64) -> Result<Tensor> {
+    if ab > 0.0 {
+        Ok((x0 + (g * ((1.0 - ab) / ab.sqrt()))?)?)
+    } else {
+        Ok(x0)
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use candle_core::Tensor;
 
-use super::{Sampler, StepOutput, TimestepSpacing, spaced_timesteps};
+use super::{Sampler, StepOutput, TimestepSpacing, guided_x0, spaced_timesteps};
 use crate::diffusion::{Diffusion, Prediction};
 use crate::error::{Error, Result};
 use crate::schedule::NoiseSchedule;
@@ -67,15 +67,15 @@ impl DpmSolverPp2m {
         guidance: Option<&Tensor>,
         ab: f64,
     ) -> Result<Tensor> {
-        let mut x0 = if self.clip_x0 {
+        let x0 = if self.clip_x0 {
             pred.x0.clamp(-1f32, 1f32)?
         } else {
             pred.x0.clone()
         };
-        if let (Some(g), true) = (guidance, ab > 0.0) {
-            x0 = (x0 + (g * ((1.0 - ab) / ab.sqrt()))?)?;
+        match guidance {
+            Some(g) => guided_x0(x0, g, ab),
+            None => Ok(x0),
         }
-        Ok(x0)
     }
 }
 
