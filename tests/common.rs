@@ -131,6 +131,17 @@ pub fn pg_rows(url: &str, sql: &str) -> Vec<Vec<String>> {
     sqlite_rows(url, sql)
 }
 
+/// Whether the store in `dir` exists and its tables are there: a process that creates it makes
+/// the file before its first migration commits, and a reader in between sees no tables.
+pub fn store_ready(dir: &Path) -> bool {
+    dir.join("ddlab.sqlite").exists()
+        && sqlite_rows(
+            &sqlite_url(dir),
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'runs'",
+        )[0][0]
+            == "1"
+}
+
 /// Polls `f` every 100 ms until it holds or `deadline` passes.
 pub fn wait_until(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
     let t = Instant::now();

@@ -208,3 +208,245 @@ fn export_writes_fixed_files_and_refuses_to_overwrite() {
     );
     assert!(o.contains("metrics.parquet"), "{o}");
 }
+
+/// Six tiny runs: three learning rates (trials) × two seeds, compared at steps 10 and 20.
+const PRUNED_SPEC: &str = r#"[sweep]
+name = "asha"
+[base]
+model = "tiny"
+shapes_count = 200
+batch_size = 8
+T = 50
+sample_count = 4
+sample_steps = 5
+eval_nll = false
+warmup_steps = 2
+steps = 30
+[grid]
+lr = [3e-3, 1e-3, 1e-5]
+seed = [0, 1]
+[prune]
+metric = "loss"
+window = 5
+rungs = [10, 20]
+keep = 0.34
+"#;
+
+/// The rung table replayed through the rule in the order the runs arrived: every recorded
+/// decision must be the one the rule gives with what was there before it.
+fn replay_matches(db: &str) -> usize {
+    use ddlab_config::prune::{RungEntry, judge};
+    let rows = sqlite_rows(
+        db,
+        "SELECT rung, group_key, trial_key, value, decision, run_id FROM rungs ORDER BY id",
+    );
+    let mut seen: Vec<(String, String, RungEntry)> = vec![];
+    let mut pruned = 0;
+    for r in &rows {
+        let entry = RungEntry {
+            trial: r[2].clone(),
+            value: r[3].parse().ok(),
+        };
+        seen.push((r[0].clone(), r[1].clone(), entry));
+        let here: Vec<RungEntry> = seen
+            .iter()
+            .filter(|(rung, group, _)| *rung == r[0] && *group == r[1])
+            .map(|(_, _, e)| e.clone())
+            .collect();
+        let go_on = judge(&here, &r[2], 0.34).go_on;
+        assert_eq!(r[4], if go_on { "continue" } else { "pruned" }, "{r:?}");
+        pruned += usize::from(!go_on);
+        // The value is the run's mean loss over the 5 steps up to the rung.
+        let mean = sqlite_rows(
+            db,
+            &format!(
+                "SELECT AVG(value) FROM metrics WHERE run_id = {} AND name = 'loss' AND step > {} - 5 AND step <= {}",
+                r[5], r[0], r[0]
+            ),
+        );
+        let (a, b): (f64, f64) = (mean[0][0].parse().unwrap(), r[3].parse().unwrap());
+        assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+    }
+    pruned
+}
+
+/// The pruned runs that `keep` would have kept at their pruning rung, from the entries
+/// recorded there up to their own.
+fn kept_by(db: &str, keep: f64) -> Vec<String> {
+    use ddlab_config::prune::{RungEntry, judge};
+    let rows = sqlite_rows(
+        db,
+        "SELECT id, rung, group_key, trial_key, value, decision, run_id FROM rungs ORDER BY id",
+    );
+    rows.iter()
+        .filter(|r| r[5] == "pruned")
+        .filter(|r| {
+            let here: Vec<RungEntry> = rows
+                .iter()
+                .filter(|o| {
+                    o[1] == r[1]
+                        && o[2] == r[2]
+                        && o[0].parse::<i64>().unwrap() <= r[0].parse().unwrap()
+                })
+                .map(|o| RungEntry {
+                    trial: o[3].clone(),
+                    value: o[4].parse().ok(),
+                })
+                .collect();
+            judge(&here, &r[3], keep).go_on
+        })
+        .map(|r| r[6].clone())
+        .collect()
+}
+
+#[test]
+fn asha_prunes_by_the_rule_across_two_workers_and_pruned_runs_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path());
+    let p = dir.path().join("asha.toml");
+    std::fs::write(&p, PRUNED_SPEC).unwrap();
+    let sweep = |extra: &[&str]| {
+        ddlab()
+            .current_dir(dir.path())
+            .args(["sweep", "--jobs", "2", "--no-report", "--db", &db])
+            .args(extra)
+            .arg(&p)
+            .output()
+            .unwrap()
+    };
+    let out = sweep(&[]);
+    assert!(out.status.success(), "{out:?}");
+    let pruned = replay_matches(&db);
+    assert!(pruned > 0, "three trials at keep 0.34 prune someone");
+    // Pruned runs stopped at their rung, checkpointed there; the rest finished.
+    let runs = sqlite_rows(
+        &db,
+        "SELECT r.status, r.steps_done, r.checkpoint_step, g.rung FROM runs r
+         LEFT JOIN rungs g ON g.run_id = r.id AND g.decision = 'pruned' ORDER BY r.id",
+    );
+    let mut saved = 0;
+    for r in &runs {
+        match r[0].as_str() {
+            "pruned" => {
+                assert_eq!((&r[1], &r[2]), (&r[3], &r[3]), "{r:?}");
+                saved += 30 - r[1].parse::<i64>().unwrap();
+            }
+            "completed" => assert_eq!(r[1], "30"),
+            other => panic!("status {other}"),
+        }
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{saved} of 180 training steps not taken")),
+        "{stdout}"
+    );
+    // The same spec again changes nothing; a larger keep continues exactly the runs it would
+    // have kept with what was at the rung when they arrived.
+    let before = sqlite_rows(&db, "SELECT id, status, steps_done FROM runs ORDER BY id");
+    assert!(sweep(&[]).status.success());
+    assert_eq!(
+        sqlite_rows(&db, "SELECT id, status, steps_done FROM runs ORDER BY id"),
+        before
+    );
+    let expected = kept_by(&db, 0.67);
+    assert!(!expected.is_empty());
+    std::fs::write(&p, PRUNED_SPEC.replace("keep = 0.34", "keep = 0.67")).unwrap();
+    assert!(sweep(&[]).status.success());
+    for run in &expected {
+        let reason = sqlite_rows(
+            &db,
+            &format!("SELECT reason FROM rungs WHERE run_id = {run} ORDER BY rung LIMIT 1"),
+        );
+        assert!(
+            reason[0][0].starts_with("continued under keep 0.67"),
+            "{reason:?}"
+        );
+    }
+    // --resume-pruned continues them from their checkpoints; they still meet the later rungs.
+    let first: Vec<Vec<String>> = sqlite_rows(
+        &db,
+        "SELECT run_id, rung FROM rungs WHERE decision = 'pruned' ORDER BY run_id",
+    );
+    let out = sweep(&["--resume-pruned"]);
+    assert!(out.status.success(), "{out:?}");
+    for r in &first {
+        let now = sqlite_rows(
+            &db,
+            &format!("SELECT status, steps_done FROM runs WHERE id = {}", r[0]),
+        );
+        let done: i64 = now[0][1].parse().unwrap();
+        assert!(
+            done > r[1].parse().unwrap(),
+            "run {} stayed at {done}",
+            r[0]
+        );
+        let reason = sqlite_rows(
+            &db,
+            &format!(
+                "SELECT reason FROM rungs WHERE run_id = {} AND rung = {}",
+                r[0], r[1]
+            ),
+        );
+        assert_eq!(reason[0][0], "continued by --resume-pruned");
+    }
+    // Without [prune] every run finishes.
+    std::fs::write(&p, PRUNED_SPEC.split("[prune]").next().unwrap()).unwrap();
+    let out = sweep(&[]);
+    assert!(out.status.success(), "{out:?}");
+    let statuses = sqlite_rows(&db, "SELECT DISTINCT status, steps_done FROM runs");
+    assert_eq!(statuses, [vec!["completed".to_string(), "30".into()]]);
+}
+
+#[test]
+fn bad_prune_sections_are_located_sentences() {
+    let dir = tempfile::tempdir().unwrap();
+    for (prune, says) in [
+        (
+            "metric = \"fid\"\nrungs = [10]",
+            "asha.toml:17: [prune] metric is `loss` or `nll_bpd`",
+        ),
+        (
+            "metric = \"loss\"\nrungs = [20, 10]",
+            "[prune] rungs must increase",
+        ),
+        (
+            "metric = \"loss\"\nrungs = [30]",
+            "rung 30 is not below any run's steps",
+        ),
+        (
+            "metric = \"loss\"\nrungs = [10]\nkeep = 0",
+            "[prune] keep is the fraction",
+        ),
+        (
+            "metric = \"loss\"\nrungs = [10]\nwithin = [\"seed\"]",
+            "cannot name `seed`",
+        ),
+        (
+            "metric = \"loss\"\nrungs = [10]\nwithin = [\"Tt\"]",
+            "unknown key `Tt`",
+        ),
+        (
+            "metric = \"nll_bpd\"\nrungs = [10]",
+            "needs the NLL evaluation",
+        ),
+        (
+            "metric = \"loss\"\nrungs = [10]\nrung = 3",
+            "unknown field `rung`",
+        ),
+    ] {
+        let spec = PRUNED_SPEC.split("[prune]").next().unwrap().to_string() + "[prune]\n" + prune;
+        let p = dir.path().join("asha.toml");
+        std::fs::write(&p, spec).unwrap();
+        let out = ddlab()
+            .args(["sweep", "--dry-run"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{prune}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}

@@ -21,7 +21,7 @@ fn a_sweep_killed_mid_training_completes_when_launched_again() {
         .unwrap();
     // Kill it once the second run is past a checkpoint and still training.
     let mid = wait_until(Duration::from_secs(300), || {
-        dir.path().join("ddlab.sqlite").exists()
+        store_ready(dir.path())
             && sqlite_rows(
                 &db,
                 "SELECT COUNT(*) FROM runs WHERE id = 2 AND status = 'running' AND checkpoint_step >= 20 AND steps_done < 60",
@@ -285,7 +285,7 @@ fn a_grid_lost_to_a_kill_during_sampling_is_drawn_on_relaunch_exactly_once() {
         // Kill as soon as a checkpoint at a grid step is recorded: its grid is being drawn.
         let mut ck = 0i64;
         let reached = wait_until(Duration::from_secs(120), || {
-            if !dir.path().join("ddlab.sqlite").exists() {
+            if !store_ready(dir.path()) {
                 return false;
             }
             let rows = sqlite_rows(&db, "SELECT checkpoint_step FROM runs WHERE id = 1");

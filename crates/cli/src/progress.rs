@@ -179,6 +179,9 @@ impl ddlab_runner::sweep::ObserverFactory for SweepProgress {
                 format!("interrupted #{} {} at step {step}", run.id, run.name)
             }
             Outcome::Failed { error } => format!("failed #{} {}: {error}", run.id, run.name),
+            Outcome::Pruned { step, reason } => {
+                format!("pruned #{} {} at step {step}: {reason}", run.id, run.name)
+            }
         };
         self.println(&terminal_safe(&line));
     }

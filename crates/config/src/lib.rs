@@ -14,6 +14,7 @@ pub mod keys;
 pub mod limits;
 pub mod names;
 pub mod overrides;
+pub mod prune;
 pub mod resolve;
 mod source;
 pub mod spec;
@@ -21,6 +22,7 @@ pub mod spec;
 pub use error::ConfigError;
 pub use guidance::Guidance;
 pub use keys::{Role, RunConfig};
+pub use prune::{PruneMetric, PruneRules};
 pub use resolve::ResolvedRun;
 pub use spec::{
     MergedRun, PlannedRun, SweepSpec, load_run_config, load_sweep, load_sweep_bounded,

@@ -26,6 +26,7 @@ use crate::keys::RunConfig;
 use crate::limits::{DEFAULT_MAX_RUNS, HARD_MAX_RUNS};
 use crate::names::{check_run_name, check_sweep_name};
 use crate::overrides::{parse_grid_override, parse_override};
+use crate::prune::{PruneMetric, PruneRules, RawPrune, parse_prune};
 use crate::resolve::ResolvedRun;
 use crate::source::{Source, SpannedTable};
 
@@ -61,6 +62,8 @@ pub struct SweepSpec {
     pub runs: Vec<PlannedRun>,
     /// Points of the grid that resolved to the configuration of an earlier run.
     pub merged: Vec<MergedRun>,
+    /// `[prune]`: when runs stop early.
+    pub prune: Option<PruneRules>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +82,8 @@ struct RawSpec {
     base: SpannedTable,
     #[serde(default)]
     grid: SpannedTable,
+    #[serde(default)]
+    prune: Option<Spanned<RawPrune>>,
 }
 
 fn read_text(path: &Path, what: &str) -> Result<String, ConfigError> {
@@ -127,6 +132,10 @@ pub fn load_sweep_bounded(
     let limit = max_runs.min(HARD_MAX_RUNS);
     let combos = expand(&grid, &base, limit).map_err(|e| expand_error(&src, e, limit))?;
     let (runs, merged) = plan_runs(&src, &name, &base, combos, grid.first_offset())?;
+    let prune = match &raw.prune {
+        Some(p) => Some(check_prune(&src, p, &runs)?),
+        None => None,
+    };
     Ok(SweepSpec {
         name,
         description: raw.sweep.description,
@@ -136,7 +145,39 @@ pub fn load_sweep_bounded(
         base_keys: base.keys().cloned().collect(),
         runs,
         merged,
+        prune,
     })
+}
+
+/// `[prune]` parsed, then checked against the runs it would act on.
+fn check_prune(
+    src: &Source,
+    raw: &Spanned<RawPrune>,
+    runs: &[PlannedRun],
+) -> Result<PruneRules, ConfigError> {
+    let rules = parse_prune(src, raw.get_ref())?;
+    let at = raw.span().start;
+    if rules.metric == PruneMetric::NllBpd
+        && let Some(r) = runs.iter().find(|r| r.resolved.nll.is_none())
+    {
+        let msg = format!(
+            "[prune] metric = \"nll_bpd\" needs the NLL evaluation, which run `{}` turns off (eval_nll = false)",
+            r.name
+        );
+        return Err(src.at(at, msg));
+    }
+    let longest = runs
+        .iter()
+        .map(|r| r.resolved.train.steps)
+        .max()
+        .unwrap_or(0);
+    if let Some(&r) = rules.rungs.iter().find(|&&r| r >= longest) {
+        let msg = format!(
+            "[prune] rung {r} is not below any run's steps (the longest trains {longest}): it would never act"
+        );
+        return Err(src.at(at, msg));
+    }
+    Ok(rules)
 }
 
 /// `--set` sets a base key and fixes the grid's axes of that key to the one value; `--grid`

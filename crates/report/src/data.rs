@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use ddlab_config::RunConfig;
-use ddlab_store::{EvalRow, LossBucketRow, RunRow, Store, SweepRow};
+use ddlab_store::{EvalRow, LossBucketRow, RunRow, RungRow, Store, SweepRow};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -52,6 +52,8 @@ pub struct SweepData {
     pub runs: Vec<RunData>,
     /// Config keys whose values differ between runs, in a stable order (T and schedule first).
     pub varying: Vec<String>,
+    /// Every rung reached under the sweep's `[prune]` rules, in the order reached.
+    pub rungs: Vec<RungRow>,
 }
 
 /// A JSON value as a user would write it.
@@ -119,10 +121,12 @@ pub async fn load(store: &Store, sweep_name: &str) -> Result<SweepData> {
         });
     }
     let varying = varying_keys(&runs);
+    let rungs = store.rungs(sweep.id).await?;
     Ok(SweepData {
         sweep,
         runs,
         varying,
+        rungs,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod charts;
 pub mod data;
 pub mod diff;
 pub mod page;
+mod pruning;
 
 use anyhow::{Context, Result};
 use ddlab_store::Store;

@@ -165,6 +165,7 @@ pub fn markdown(data: &SweepData, charts: &[(String, ChartFiles)], dir: &Path) -
             );
         }
     }
+    s.push_str(&crate::pruning::markdown(data));
     let _ = writeln!(s, "\n## Charts\n");
     for (title, f) in charts {
         let _ = writeln!(
@@ -181,7 +182,7 @@ pub fn markdown(data: &SweepData, charts: &[(String, ChartFiles)], dir: &Path) -
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;padding:0 1rem;color:#222}\
     table{border-collapse:collapse;font-size:.9rem}th,td{border-bottom:1px solid #ddd;padding:.3rem .6rem;text-align:left}\
     th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}\
-    .failed{color:#b00}img{max-width:100%}figure{margin:1.5rem 0}\
+    .failed{color:#b00}.pruned{color:#07a}img{max-width:100%}figure{margin:1.5rem 0}\
     .grids{display:flex;flex-wrap:wrap;gap:1rem}.grids figure{margin:0;width:220px}\
     .grids img{width:220px;image-rendering:pixelated}figcaption{font-size:.8rem;color:#555}";
 
@@ -217,6 +218,7 @@ pub fn html(
         }
     );
     runs_table_html(&mut s, data);
+    s.push_str(&crate::pruning::html(data));
     for (title, f) in charts {
         let _ = writeln!(
             s,
@@ -246,8 +248,12 @@ fn runs_table_html(s: &mut String, data: &SweepData) {
     }
     let _ = writeln!(s, "</tr></thead><tbody>");
     for (row, run) in rows.iter().zip(&data.runs) {
-        let failed = run.row.status == "failed";
-        let _ = write!(s, "<tr{}>", if failed { " class=\"failed\"" } else { "" });
+        let class = match run.row.status.as_str() {
+            "failed" => " class=\"failed\"",
+            "pruned" => " class=\"pruned\"",
+            _ => "",
+        };
+        let _ = write!(s, "<tr{class}>");
         for (i, c) in row.iter().enumerate() {
             let numeric = i == 0 || i + 3 >= row.len();
             let class = if numeric { " class=\"num\"" } else { "" };

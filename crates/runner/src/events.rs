@@ -25,6 +25,9 @@ pub enum RunEvent<'a> {
     Checkpointing { step: usize },
     /// The checkpoint of `step` is on disk at `path`.
     Checkpointed { step: usize, path: &'a Path },
+    /// The run stopped at a rung of its sweep's `[prune]` rules (already recorded), `reason`
+    /// saying why in one line.
+    Pruned { step: usize, reason: &'a str },
     /// The run failed (diverged, or a value it met cannot be used): keep what it recorded.
     Failed { error: &'a str },
     /// A sample grid was drawn.
@@ -63,6 +66,9 @@ impl Observer for Silent {
 fn show(observer: &dyn Observer, event: &RunEvent) {
     match *event {
         RunEvent::Note(msg) => observer.note(msg),
+        RunEvent::Pruned { step, reason } => {
+            observer.note(&format!("pruned at step {step}: {reason}"))
+        }
         RunEvent::Step { stats, total, .. } => observer.step(stats.step, total, stats.loss),
         _ => {}
     }

@@ -13,6 +13,7 @@ pub mod guidance;
 pub mod helper_models;
 pub mod loss_by_t;
 pub mod provenance;
+pub mod prune;
 pub mod recorder;
 pub mod sampling;
 pub mod slurm;
@@ -34,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use events::Observer;
 use execute::{Outcome, RunContext};
 use files::RunFiles;
+use prune::PrunePlan;
 use recorder::{Recorder, SyncStore};
 
 /// Loaded datasets shared by the runs of one process.
@@ -151,6 +153,7 @@ pub fn run_one(
     data: &DataCache,
     stop: &AtomicBool,
     observer: &dyn Observer,
+    prune: Option<PrunePlan>,
 ) -> Result<Outcome> {
     let label = device::device_label(device);
     store.block(store.store().start_run(run.id, &label, &worker_info()))?;
@@ -168,6 +171,7 @@ pub fn run_one(
             observer,
             resume_from: recorded_checkpoint(run),
             donor,
+            prune,
         })
     });
     let outcome = match result {

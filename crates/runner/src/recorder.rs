@@ -5,7 +5,9 @@
 use anyhow::Result;
 use ddlab_config::RunConfig;
 use ddlab_core::train::{ExampleLoss, StepStats};
-use ddlab_store::{LossBucketRow, MetricRow, NewEval, NewSample, OpenMode, Store};
+use ddlab_store::{
+    LossBucketRow, MetricRow, NewEval, NewRung, NewSample, OpenMode, RungDecision, RungRow, Store,
+};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -153,6 +155,29 @@ impl Recorder {
         Ok(evals
             .iter()
             .any(|e| e.name == name && e.step == step as i64 && e.method == method))
+    }
+
+    /// The mean of a metric over the steps `after < step <= upto` (None: not finite).
+    pub fn metric_mean(&self, name: &str, after: usize, upto: usize) -> Result<Option<f64>> {
+        let store = self.store.store();
+        let (mean, rows) =
+            self.store
+                .block(store.metric_mean(self.run_id, name, after as i64, upto as i64))?;
+        if rows == 0 {
+            anyhow::bail!("no `{name}` recorded between steps {after} and {upto}");
+        }
+        Ok(mean)
+    }
+
+    /// Records this run at a rung and decides there, atomically (see [`Store::reach_rung`]).
+    pub fn reach_rung(
+        &self,
+        new: &NewRung,
+        decide: impl FnOnce(&[(String, Option<f64>)]) -> RungDecision,
+    ) -> Result<RungRow> {
+        Ok(self
+            .store
+            .block(self.store.store().reach_rung(new, decide))?)
     }
 
     pub fn sample(&self, s: &NewSample) -> Result<()> {
@@ -323,7 +348,8 @@ impl EventSink for RunRecorder<'_> {
                 value,
                 details_json: details,
             }),
-            RunEvent::Note(_) => Ok(()),
+            // The store marked the run pruned when it decided.
+            RunEvent::Note(_) | RunEvent::Pruned { .. } => Ok(()),
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::device::device_label;
 use crate::events::Observer;
 use crate::execute::Outcome;
 use crate::files::run_dir;
+use crate::prune::{PrunePlan, apply_rules};
 use crate::recorder::SyncStore;
 use crate::{DataCache, new_run, run_one, worker_info};
 use ddlab_config::{RunConfig, SweepSpec};
@@ -36,13 +37,18 @@ pub fn preflight(spec: &SweepSpec, data: &DataCache) -> Result<()> {
     Ok(())
 }
 
-/// Registers the sweep and every run of its grid; returns the sweep row and the number of
-/// runs that were new. Existing runs (same config) keep their status and records.
-pub fn register(
-    store: &SyncStore,
-    spec: &SweepSpec,
-    retry_failed: bool,
-) -> Result<(SweepRow, usize)> {
+/// What registering a spec did.
+pub struct Registered {
+    pub sweep: SweepRow,
+    /// Runs that were not in the store before.
+    pub new: usize,
+    /// Pruned runs the spec's (looser) `[prune]` rules continue.
+    pub continued: usize,
+}
+
+/// Registers the sweep and every run of its grid, and records its `[prune]` rules. Existing
+/// runs (same config) keep their status and records.
+pub fn register(store: &SyncStore, spec: &SweepSpec, retry_failed: bool) -> Result<Registered> {
     let s = store.store();
     let sweep = store.block(s.upsert_sweep(&spec.name, &spec.description, &spec.text))?;
     let axes = SweepAxes {
@@ -63,7 +69,12 @@ pub fn register(
     if retry_failed {
         store.block(s.reset_failed(sweep.id))?;
     }
-    Ok((sweep, after - before))
+    let continued = apply_rules(store, &sweep, spec.prune.as_ref())?;
+    Ok(Registered {
+        sweep: store.block(s.sweep(&spec.name))?,
+        new: after - before,
+        continued,
+    })
 }
 
 /// What the workers of this process may use.
@@ -92,6 +103,7 @@ pub struct WorkReport {
     pub completed: usize,
     pub failed: usize,
     pub interrupted: usize,
+    pub pruned: usize,
 }
 
 /// Whether `worker` ("host:pid") names a process on this host that no longer exists.
@@ -174,6 +186,7 @@ struct Tally {
     completed: AtomicUsize,
     failed: AtomicUsize,
     interrupted: AtomicUsize,
+    pruned: AtomicUsize,
 }
 
 impl Tally {
@@ -182,6 +195,7 @@ impl Tally {
             Outcome::Completed { .. } => &self.completed,
             Outcome::Failed { .. } => &self.failed,
             Outcome::Interrupted { .. } => &self.interrupted,
+            Outcome::Pruned { .. } => &self.pruned,
         };
         counter.fetch_add(1, Ordering::SeqCst);
     }
@@ -191,6 +205,7 @@ impl Tally {
             completed: self.completed.into_inner(),
             failed: self.failed.into_inner(),
             interrupted: self.interrupted.into_inner(),
+            pruned: self.pruned.into_inner(),
         }
     }
 }
@@ -302,6 +317,7 @@ fn execute_claimed(shared: &Shared, run: &RunRow, device: &Device) -> Result<Out
         Ok(plan) => {
             let root = &shared.opts.out_root;
             let dir = run_dir(root, &shared.store_id, Some(&shared.sweep.name), run);
+            let prune = PrunePlan::for_run(shared.sweep, &cfg)?;
             let observer = shared.observers.create(run);
             let _beat = Heartbeat::start(store.clone(), run.id);
             run_one(
@@ -313,6 +329,7 @@ fn execute_claimed(shared: &Shared, run: &RunRow, device: &Device) -> Result<Out
                 shared.data,
                 shared.stop,
                 observer.as_ref(),
+                prune,
             )
         }
         Err(e) => {

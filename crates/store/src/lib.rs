@@ -21,6 +21,7 @@ mod info;
 mod loss_buckets;
 mod metrics;
 mod rows;
+mod rungs;
 mod runs;
 mod samples;
 mod schema;
@@ -32,6 +33,7 @@ pub use connect::{CONNECT_TIMEOUT, MIGRATOR_POSTGRES, MIGRATOR_SQLITE, OpenMode}
 pub use evals::own_evals;
 pub use file::FileState;
 pub use rows::*;
+pub use rungs::{NewRung, RungDecision, RungRow};
 pub use runs::STALE_AFTER;
 pub use time::now_rfc3339;
 

@@ -173,4 +173,26 @@ impl Store {
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect()
     }
+
+    /// The mean of a metric over the steps `after < step <= upto`, with how many rows it has;
+    /// the mean is None when any of them is not finite (recorded as NULL) or there are none.
+    pub async fn metric_mean(
+        &self,
+        run_id: i64,
+        name: &str,
+        after: i64,
+        upto: i64,
+    ) -> Result<(Option<f64>, i64)> {
+        let (mean, rows, finite): (Option<f64>, i64, i64) = sqlx::query_as(
+            "SELECT AVG(value), COUNT(*), COUNT(value) FROM metrics
+             WHERE run_id = $1 AND name = $2 AND step > $3 AND step <= $4",
+        )
+        .bind(run_id)
+        .bind(name)
+        .bind(after)
+        .bind(upto)
+        .fetch_one(self.pool())
+        .await?;
+        Ok((mean.filter(|_| finite == rows), rows))
+    }
 }

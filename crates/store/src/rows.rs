@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub(crate) const SWEEP_COLS: &str =
-    "id, name, description, spec_toml, created_at, slurm_job_id, axes_json";
+    "id, name, description, spec_toml, created_at, slurm_job_id, axes_json, prune_json";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SweepRow {
@@ -20,6 +20,8 @@ pub struct SweepRow {
     /// The keys of its grid and base, as recorded at registration; None for a sweep
     /// registered by a ddlab that did not record them (derive what varies from its runs).
     pub axes: Option<SweepAxes>,
+    /// Its `[prune]` rules as JSON (the config crate's `PruneRules`); None: no early stopping.
+    pub prune_json: Option<String>,
 }
 
 /// What a sweep spec says about its runs' config keys, recorded so that no reader parses the
@@ -55,6 +57,7 @@ impl<'r> sqlx::FromRow<'r, AnyRow> for SweepRow {
             created_at: row.try_get("created_at")?,
             slurm_job_id: row.try_get("slurm_job_id")?,
             axes,
+            prune_json: row.try_get("prune_json")?,
         })
     }
 }
@@ -68,6 +71,8 @@ pub enum RunStatus {
     Completed,
     Failed,
     Interrupted,
+    /// Stopped early at a rung of the sweep's `[prune]` rules; keeps its checkpoint.
+    Pruned,
 }
 
 impl RunStatus {
@@ -78,6 +83,7 @@ impl RunStatus {
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Pruned => "pruned",
         }
     }
 }
@@ -97,6 +103,7 @@ impl FromStr for RunStatus {
             "completed" => RunStatus::Completed,
             "failed" => RunStatus::Failed,
             "interrupted" => RunStatus::Interrupted,
+            "pruned" => RunStatus::Pruned,
             _ => return Err(format!("unknown run status `{s}`")),
         })
     }

@@ -101,7 +101,11 @@ impl Store {
 
     /// Sets the final (or interrupted) status of a run.
     pub async fn finish_run(&self, id: i64, status: RunStatus, error: Option<&str>) -> Result<()> {
-        let finished = matches!(status, RunStatus::Completed | RunStatus::Failed).then(now_rfc3339);
+        let finished = matches!(
+            status,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Pruned
+        )
+        .then(now_rfc3339);
         sqlx::query("UPDATE runs SET status = $1, error = $2, finished_at = $3 WHERE id = $4")
             .bind(status.as_str())
             .bind(error)

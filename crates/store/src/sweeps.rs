@@ -51,6 +51,17 @@ impl Store {
         Ok(())
     }
 
+    /// Records the sweep's `[prune]` rules (JSON), or that it has none; replaces what was
+    /// recorded before, so a spec launched again with other rules applies them from then on.
+    pub async fn set_sweep_prune(&self, sweep_id: i64, rules_json: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE sweeps SET prune_json = $1 WHERE id = $2")
+            .bind(rules_json)
+            .bind(sweep_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     pub async fn sweep(&self, name: &str) -> Result<SweepRow> {
         sqlx::query_as::<_, SweepRow>(sql(format!(
             "SELECT {SWEEP_COLS} FROM sweeps WHERE name = $1"

@@ -779,3 +779,208 @@ async fn store_before_eval_steps_keeps_its_evals_postgres() {
     let store = Store::connect(&old_url, false).await.unwrap();
     old_evals_survive(&store).await;
 }
+
+/// Where the previous release left its stores: every migration before early stopping.
+const BEFORE_PRUNE: i64 = 20261203000002;
+
+/// What the previous release wrote: a sweep, a completed run with a metric, a loss-by-t window,
+/// an evaluation and a sample, and a pending run.
+async fn store_before_prune(pool: &sqlx::AnyPool, migrator: &sqlx::migrate::Migrator) {
+    migrator.run_to(BEFORE_PRUNE, pool).await.unwrap();
+    for stmt in [
+        "INSERT INTO sweeps (name, spec_toml, created_at) VALUES ('old', '[grid]', 'x')",
+        "INSERT INTO runs (sweep_id, name, config_hash, config_json, dataset, model, schedule,
+                           timesteps, seed, steps_total, steps_done, status, created_at)
+         VALUES (1, 'a', 'ha', '{}', 'shapes', 'tiny', 'linear', 10, 0, 5, 5, 'completed', 'x')",
+        "INSERT INTO runs (sweep_id, name, config_hash, config_json, dataset, model, schedule,
+                           timesteps, seed, steps_total, created_at)
+         VALUES (1, 'b', 'hb', '{}', 'shapes', 'tiny', 'cosine', 10, 0, 5, 'x')",
+        "INSERT INTO metrics (run_id, step, name, value, wall_time) VALUES (1, 5, 'loss', 0.25, 1.0)",
+        "INSERT INTO loss_buckets (run_id, step, bucket, buckets, t_lo, t_hi, count, loss, wall_time)
+         VALUES (1, 5, 0, 1, 0, 10, 3, 0.5, 1.0)",
+        "INSERT INTO evals (run_id, name, step, method, value, details_json, created_at)
+         VALUES (1, 'nll_bpd', 5, '', 3.5, '{}', 'x')",
+        "INSERT INTO samples (run_id, step, sampler, sample_steps, count, width, height, png, created_at)
+         VALUES (1, 5, 'ddpm', 10, 4, 8, 8, 'png', 'x')",
+    ] {
+        sqlx::query(stmt).execute(pool).await.unwrap();
+    }
+}
+
+/// After the upgrade (which rebuilds SQLite's `runs`): every row kept, the runs' ids and
+/// statuses unchanged, the foreign keys still cascading, and `pruned` a status a run can have.
+async fn rows_survive_the_prune_migration(store: &Store) {
+    let runs = store.runs(None).await.unwrap();
+    let kept: Vec<_> = runs
+        .iter()
+        .map(|r| (r.id, r.name.as_str(), r.status()))
+        .collect();
+    assert_eq!(
+        kept,
+        [(1, "a", RunStatus::Completed), (2, "b", RunStatus::Pending)]
+    );
+    assert_eq!(
+        store.metric_rows(1, "loss").await.unwrap(),
+        [(5, Some(0.25))]
+    );
+    assert_eq!(store.loss_buckets(1).await.unwrap().len(), 1);
+    assert_eq!(store.evals(1).await.unwrap().len(), 1);
+    assert_eq!(store.samples(1).await.unwrap().len(), 1);
+    assert_eq!(
+        store.summaries(Some("old")).await.unwrap()[0].last_loss,
+        Some(0.25)
+    );
+    let sweep = store.sweep("old").await.unwrap();
+    assert_eq!(sweep.prune_json, None);
+    store.finish_run(2, RunStatus::Pruned, None).await.unwrap();
+    assert_eq!(store.run(2).await.unwrap().status(), RunStatus::Pruned);
+    // Registering still finds the old run by its config instead of adding one.
+    let again = store
+        .ensure_run(&new_run(Some(sweep.id), "ha", "linear", 10))
+        .await
+        .unwrap();
+    assert_eq!(again.id, 1);
+    store.delete_run(1).await.unwrap();
+    assert!(store.loss_buckets(1).await.unwrap().is_empty(), "cascaded");
+}
+
+#[tokio::test]
+async fn store_before_prune_keeps_its_rows_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&format!("{}?mode=rwc", sqlite_url(&path)))
+        .await
+        .unwrap();
+    store_before_prune(&pool, &MIGRATOR_SQLITE).await;
+    pool.close().await;
+    let store = Store::connect(&sqlite_url(&path), false).await.unwrap();
+    assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    let dangling: Vec<sqlx::any::AnyRow> = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert!(dangling.is_empty());
+    rows_survive_the_prune_migration(&store).await;
+}
+
+#[tokio::test]
+async fn store_before_prune_keeps_its_rows_postgres() {
+    let Some((store, url)) = postgres_store("beforeprune").await else {
+        return;
+    };
+    // Start over from a database migrated only to the previous release.
+    let pool = store.pool().clone();
+    for stmt in ["DROP SCHEMA public CASCADE", "CREATE SCHEMA public"] {
+        sqlx::query(stmt).execute(&pool).await.unwrap();
+    }
+    store_before_prune(&pool, &MIGRATOR_POSTGRES).await;
+    store.close().await;
+    let store = Store::connect(&url, false).await.unwrap();
+    rows_survive_the_prune_migration(&store).await;
+}
+
+fn decide_top_half(entries: &[(String, Option<f64>)]) -> RungDecision {
+    // The newest entry is the caller's: it goes on when its value is in the better half.
+    let own = entries.last().unwrap().1.unwrap();
+    let better = entries.iter().filter(|e| e.1.unwrap() < own).count();
+    let kept = entries.len().div_ceil(2);
+    RungDecision {
+        go_on: better < kept,
+        rank: better as i64 + 1,
+        trials: entries.len() as i64,
+        kept: kept as i64,
+        threshold: None,
+        reason: format!("saw {}", entries.len()),
+    }
+}
+
+/// Eight workers reach one rung at once: each decision saw exactly the runs recorded before it
+/// (1, 2, …, 8 entries: none lost, none twice), pruned runs are marked in the same step, and
+/// a run reaching a rung again gets its first decision back.
+async fn rung_decisions_are_serial(url: &str) {
+    let store = Store::connect(url, true).await.unwrap();
+    let sweep = store.upsert_sweep("asha", "", "").await.unwrap();
+    let mut ids = vec![];
+    for i in 0..8 {
+        let r = store
+            .ensure_run(&new_run(Some(sweep.id), &format!("h{i}"), "linear", 10))
+            .await
+            .unwrap();
+        ids.push(r.id);
+    }
+    let mut tasks = vec![];
+    for (i, id) in ids.iter().copied().enumerate() {
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let s = Store::connect(&url, true).await.unwrap();
+            let trial = format!("t{i}");
+            let new = NewRung {
+                sweep_id: sweep.id,
+                run_id: id,
+                rung: 50,
+                metric: "loss",
+                value: Some(i as f64),
+                group_key: "",
+                trial_key: &trial,
+            };
+            s.reach_rung(&new, decide_top_half).await.unwrap()
+        }));
+    }
+    let mut rows = vec![];
+    for t in tasks {
+        rows.push(t.await.unwrap());
+    }
+    rows.sort_by_key(|r| r.id);
+    let seen: Vec<String> = rows.iter().map(|r| r.reason.clone()).collect();
+    assert_eq!(
+        seen,
+        (1..=8).map(|n| format!("saw {n}")).collect::<Vec<_>>()
+    );
+    for r in &rows {
+        let status = store.run(r.run_id).await.unwrap().status();
+        assert_eq!(r.pruned(), status == RunStatus::Pruned, "{r:?}");
+    }
+    let recorded = store.rungs(sweep.id).await.unwrap();
+    assert_eq!(recorded, rows);
+    let first = &rows[0];
+    let again = NewRung {
+        sweep_id: sweep.id,
+        run_id: first.run_id,
+        rung: 50,
+        metric: "loss",
+        value: Some(-1.0),
+        group_key: "",
+        trial_key: "x",
+    };
+    let back = store
+        .reach_rung(&again, |_| panic!("decided twice"))
+        .await
+        .unwrap();
+    assert_eq!(&back, first);
+    // Continuing a pruned run flips its decision and puts it back in the queue.
+    let mut pruned = rows.iter().filter(|r| r.pruned()).count();
+    if let Some(p) = rows.iter().find(|r| r.pruned()) {
+        assert!(store.unprune(p.run_id, 50, "continued").await.unwrap());
+        assert!(!store.unprune(p.run_id, 50, "continued").await.unwrap());
+        assert_eq!(
+            store.run(p.run_id).await.unwrap().status(),
+            RunStatus::Pending
+        );
+        pruned -= 1;
+    }
+    assert_eq!(store.pruned_rungs().await.unwrap().len(), pruned);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rung_decisions_are_serial_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    rung_decisions_are_serial(&sqlite_url(&dir.path().join("asha.sqlite"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rung_decisions_are_serial_postgres() {
+    if let Some((_, url)) = postgres_store("rungs").await {
+        rung_decisions_are_serial(&url).await;
+    }
+}

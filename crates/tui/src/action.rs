@@ -17,6 +17,8 @@ pub enum Action {
     ToggleCompare,
     /// Clears the compared set.
     ClearCompare,
+    /// Shows the compared runs' differences instead of the selected run's details, or back.
+    ToggleDiff,
     OpenFilter,
     FilterChar(char),
     FilterBackspace,
@@ -95,6 +97,7 @@ fn normal_key(key: KeyEvent, ctrl: bool) -> Option<Action> {
         KeyCode::Char('G') | KeyCode::End => Action::Bottom,
         KeyCode::Enter | KeyCode::Char(' ') => Action::ToggleCompare,
         KeyCode::Char('c') => Action::ClearCompare,
+        KeyCode::Char('d') => Action::ToggleDiff,
         KeyCode::Char('/') => Action::OpenFilter,
         KeyCode::Char('s') => Action::CycleSort,
         KeyCode::Char('r') => Action::Refresh,
@@ -141,6 +144,7 @@ mod tests {
             (KeyCode::Up, Action::Up),
             (KeyCode::Enter, Action::ToggleCompare),
             (KeyCode::Char('/'), Action::OpenFilter),
+            (KeyCode::Char('d'), Action::ToggleDiff),
             (KeyCode::Char('s'), Action::CycleSort),
             (KeyCode::Char('r'), Action::Refresh),
             (KeyCode::Char('l'), Action::ToggleLog),

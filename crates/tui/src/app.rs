@@ -68,6 +68,8 @@ pub struct App {
     pub selected: Option<i64>,
     /// Runs overlaid in the chart, in the order they were added.
     pub compared: Vec<i64>,
+    /// The details panel shows the compared runs' differences (`d`).
+    pub show_diff: bool,
     pub filter_text: String,
     pub filter: Filter,
     pub filter_error: Option<String>,
@@ -103,6 +105,7 @@ impl App {
             mode: Mode::Normal,
             selected: None,
             compared: Vec::new(),
+            show_diff: false,
             filter_text: String::new(),
             filter: Filter::default(),
             filter_error: None,
@@ -193,6 +196,7 @@ impl App {
                 }
             }
             Action::ClearCompare => self.compared.clear(),
+            Action::ToggleDiff => self.show_diff = !self.show_diff,
             Action::OpenFilter => {
                 self.filter_before_edit = self.filter_text.clone();
                 self.mode = Mode::Filter;
@@ -381,6 +385,7 @@ impl App {
                 RunStatus::Interrupted,
                 RunStatus::Failed,
                 RunStatus::Completed,
+                RunStatus::Pruned,
             ] {
                 let n = members
                     .iter()

@@ -183,6 +183,12 @@ async fn load_runs(store: &Store) -> Result<Vec<RunInfo>, StoreError> {
         .into_iter()
         .map(|r| r.id)
         .collect();
+    let pruned: HashMap<i64, (i64, String)> = store
+        .pruned_rungs()
+        .await?
+        .into_iter()
+        .map(|g| (g.run_id, (g.rung, g.reason)))
+        .collect();
     let mut runs = Vec::with_capacity(rows.len());
     for r in rows {
         // A run registered between the two queries shows up on the next load.
@@ -221,6 +227,7 @@ async fn load_runs(store: &Store) -> Result<Vec<RunInfo>, StoreError> {
             started_at: r.started_at,
             finished_at: r.finished_at,
             error: r.error,
+            pruned: pruned.get(&r.id).cloned(),
             config,
         });
     }

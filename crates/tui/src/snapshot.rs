@@ -51,6 +51,8 @@ pub struct RunInfo {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub error: Option<String>,
+    /// For a pruned run: the rung it stopped at and why.
+    pub pruned: Option<(i64, String)>,
     /// The run's flat config (`config_json`), in key order.
     pub config: serde_json::Map<String, serde_json::Value>,
 }
@@ -104,6 +106,7 @@ impl RunInfo {
             started_at: None,
             finished_at: None,
             error: None,
+            pruned: None,
             config: serde_json::Map::new(),
         }
     }

@@ -58,6 +58,7 @@ fn status_rank(r: &RunInfo) -> u8 {
         RunStatus::Interrupted => 2,
         RunStatus::Pending => 3,
         RunStatus::Completed => 4,
+        RunStatus::Pruned => 5,
     }
 }
 

@@ -775,3 +775,78 @@ fn deleted_database_is_reported_and_a_recreated_one_reopened() {
     let names: Vec<_> = after.runs.iter().map(|r| (r.id, r.name.as_str())).collect();
     assert_eq!(names, [(run.id, "after-recreation")]);
 }
+
+/// Issue 19: a pruned run shows where and why it stopped, and `d` puts the compared runs side
+/// by side with only the keys that differ.
+#[test]
+fn pruned_run_and_the_diff_of_compared_runs() {
+    let fx = Fixture::new();
+    let ids = running_sweep(&fx);
+    let pending = ids.failed + 1;
+    fx.block(async {
+        let s = &fx.store;
+        s.start_run(pending, "cpu", &worker()).await.unwrap();
+        s.insert_metrics(&loss_rows(pending, 1..=500, 0.09))
+            .await
+            .unwrap();
+        s.progress(pending, 500, None).await.unwrap();
+        let sweep = s.sweep("quickstart").await.unwrap();
+        let rung = ddlab_store::NewRung {
+            sweep_id: sweep.id,
+            run_id: pending,
+            rung: 500,
+            metric: "loss",
+            value: Some(0.0912),
+            group_key: "",
+            trial_key: "t",
+        };
+        s.reach_rung(&rung, |_| ddlab_store::RungDecision {
+            go_on: false,
+            rank: 2,
+            trials: 2,
+            kept: 1,
+            threshold: Some(0.0532),
+            reason: "loss 0.09120 ranks 2 of 2 at step 500: the best 1 go on (keep 0.33), threshold 0.05320".into(),
+        })
+        .await
+        .unwrap();
+    });
+    let (mut app, mut loader) = fx.app(120, 40, "");
+    // The pruned run (last of the sweep) and the completed one, compared.
+    app.selected = Some(ids.completed);
+    fx.act(&mut app, &mut loader, &[Action::ToggleCompare]);
+    app.selected = Some(pending);
+    fx.act(&mut app, &mut loader, &[Action::ToggleCompare]);
+    assert_eq!(app.compared, [ids.completed, pending]);
+    let text = render(&app);
+    assert!(
+        text.contains("pruned at step 500: loss 0.09120"),
+        "{text}"
+    );
+    snap!(fx, "pruned_run_details_120x40", &app);
+    fx.act(&mut app, &mut loader, &[Action::ToggleDiff]);
+    let text = render(&app);
+    assert!(
+        text.contains("pruned@500") && text.contains("schedule"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("batch_size"),
+        "equal keys are left out:\n{text}"
+    );
+    snap!(fx, "diff_of_compared_120x40", &app);
+    let (mut small, mut loader) = fx.app(80, 24, "");
+    fx.act(
+        &mut small,
+        &mut loader,
+        &[
+            Action::ToggleCompare,
+            Action::Down,
+            Action::ToggleCompare,
+            Action::ToggleDiff,
+            Action::NextTab,
+            Action::NextTab,
+        ],
+    );
+    snap!(fx, "diff_of_compared_80x24", &small);
+}

@@ -9,9 +9,10 @@ use ddlab_config::names::terminal_safe;
 use ddlab_runner::DataCache;
 use ddlab_runner::device::DeviceRequest;
 use ddlab_runner::files::check_writable;
+use ddlab_runner::prune::{resume_pruned, steps_saved};
 use ddlab_runner::recorder::SyncStore;
 use ddlab_runner::slurm::{self, SlurmOptions, check_db_for_cluster};
-use ddlab_runner::sweep::{WorkOptions, plan_slots, preflight, register, work};
+use ddlab_runner::sweep::{Registered, WorkOptions, plan_slots, preflight, register, work};
 use ddlab_store::RunStatus;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,12 @@ use crate::progress::SweepProgress;
 /// Runs are identified by their resolved config, so launching the same spec again skips
 /// completed runs, resumes interrupted (or killed) ones from their last checkpoint, and
 /// reruns failed ones only with --retry-failed. Ctrl-C checkpoints the active runs and stops.
+///
+/// A [prune] section stops runs early by asynchronous successive halving: at each rung
+/// (training step) a run is ranked against the runs already there and stops, `pruned`, unless
+/// it is among the best `keep` fraction; it keeps its checkpoint. Launching the spec again with
+/// a larger `keep` (or without [prune]) continues the runs the new rules keep; --resume-pruned
+/// continues them all.
 #[derive(Parser, Debug)]
 #[command(
     after_help = "Examples:\n  ddlab sweep                                  # experiments/quickstart.toml\n  ddlab sweep experiments/mnist-schedules.toml --jobs 2\n  ddlab sweep experiments/quickstart.toml --set steps=100 --db postgres://me@db/ddlab"
@@ -49,6 +56,10 @@ pub struct Args {
     /// Run failed runs again.
     #[arg(long)]
     retry_failed: bool,
+    /// Continue every pruned run from the checkpoint it kept (it still meets the later rungs;
+    /// launch the spec without [prune] to run pruned runs to their end).
+    #[arg(long)]
+    resume_pruned: bool,
     #[command(flatten)]
     runs_dir: RunsDirArg,
     /// Do not write the report at the end.
@@ -149,17 +160,30 @@ pub fn run(a: Args) -> Result<ExitCode> {
         check_writable(&a.runs_dir.runs_dir, true)?;
     }
     let store = SyncStore::connect(&a.db.db, true)?;
-    let (sweep, new) = register(&store, &spec, a.retry_failed)?;
+    let Registered {
+        sweep,
+        new,
+        continued,
+    } = register(&store, &spec, a.retry_failed)?;
+    let resumed = if a.resume_pruned {
+        resume_pruned(&store, sweep.id)?
+    } else {
+        0
+    };
+    if continued + resumed > 0 {
+        eprintln!("continuing {} pruned run(s)", continued + resumed);
+    }
     let runs = store.block(store.store().runs(Some(sweep.id)))?;
     let count = |s: RunStatus| runs.iter().filter(|r| r.status() == s).count();
     let done = count(RunStatus::Completed);
     eprintln!(
-        "sweep `{}`: {} runs ({} new, {} completed, {} to resume, {} failed{}) → {}",
+        "sweep `{}`: {} runs ({} new, {} completed, {} to resume, {} pruned, {} failed{}) → {}",
         sweep.name,
         runs.len(),
         new,
         done,
         count(RunStatus::Interrupted) + count(RunStatus::Running),
+        count(RunStatus::Pruned),
         count(RunStatus::Failed),
         if a.retry_failed { ", retried" } else { "" },
         store.store().display_url()
@@ -167,7 +191,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.slurm.slurm {
         let unfinished = runs
             .iter()
-            .filter(|r| !matches!(r.status(), RunStatus::Completed | RunStatus::Failed))
+            .filter(|r| {
+                !matches!(
+                    r.status(),
+                    RunStatus::Completed | RunStatus::Failed | RunStatus::Pruned
+                )
+            })
             .count();
         return launch_slurm(&a, &store, &sweep, unfinished);
     }
@@ -190,7 +219,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         wait_for_others: true,
     };
     let stop = stop_flag()?;
-    let progress = SweepProgress::new(runs.len(), done + count(RunStatus::Failed));
+    let settled = done + count(RunStatus::Failed) + count(RunStatus::Pruned);
+    let progress = SweepProgress::new(runs.len(), settled);
     let report = work(&store, &sweep, &opts, &data, &stop, &progress)?;
     progress.finish();
     finish_sweep(&a, &store, &sweep, report.interrupted > 0, &stop)
@@ -223,11 +253,12 @@ fn finish_sweep(
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<ExitCode> {
     super::runs::print_table(store, Some(&sweep.name))?;
-    let failed = store
-        .block(store.store().runs(Some(sweep.id)))?
+    let runs = store.block(store.store().runs(Some(sweep.id)))?;
+    let failed = runs
         .iter()
         .filter(|r| r.status() == RunStatus::Failed)
         .count();
+    print_pruning(&runs);
     let url = store.store().display_url();
     match ddlab_store::sqlite_path(&url) {
         Some(p) => println!(
@@ -255,6 +286,24 @@ fn finish_sweep(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The compute pruning saved: the runs it stopped and the training steps they did not take.
+fn print_pruning(runs: &[ddlab_store::RunRow]) {
+    let pruned = runs
+        .iter()
+        .filter(|r| r.status() == RunStatus::Pruned)
+        .count();
+    if pruned == 0 {
+        return;
+    }
+    let saved = steps_saved(runs);
+    let planned: i64 = runs.iter().map(|r| r.steps_total).sum();
+    println!(
+        "\npruned: {pruned} of {} runs; {saved} of {planned} training steps not taken ({:.0}% saved)",
+        runs.len(),
+        100.0 * saved as f64 / planned.max(1) as f64
+    );
 }
 
 /// Writes (and with --submit, submits) the sbatch script of a sweep's workers.
@@ -380,7 +429,12 @@ pub fn work_cmd(a: WorkArgs) -> Result<ExitCode> {
     let stop = stop_flag()?;
     let done = runs
         .iter()
-        .filter(|r| matches!(r.status(), RunStatus::Completed | RunStatus::Failed))
+        .filter(|r| {
+            matches!(
+                r.status(),
+                RunStatus::Completed | RunStatus::Failed | RunStatus::Pruned
+            )
+        })
         .count();
     let progress = SweepProgress::new(runs.len(), done);
     let report = work(
@@ -393,9 +447,10 @@ pub fn work_cmd(a: WorkArgs) -> Result<ExitCode> {
     )?;
     progress.finish();
     println!(
-        "worker {}: {} completed, {} failed, {} interrupted",
+        "worker {}: {} completed, {} pruned, {} failed, {} interrupted",
         ddlab_runner::worker_info().worker,
         report.completed,
+        report.pruned,
         report.failed,
         report.interrupted
     );

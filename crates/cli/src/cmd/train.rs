@@ -102,6 +102,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         &data,
         &stop,
         &progress,
+        // A single run has no sweep to be ranked in: it never stops early.
+        None,
     )?;
     progress.finish();
     Ok(print_outcome(&store, &run, &dir, outcome))
@@ -159,6 +161,14 @@ fn print_outcome(store: &SyncStore, run: &RunRow, dir: &Path, outcome: Outcome) 
         Outcome::Failed { error } => {
             eprintln!("error: run {} failed: {}", run.id, terminal_safe(&error));
             ExitCode::FAILURE
+        }
+        Outcome::Pruned { step, reason } => {
+            println!(
+                "run {} pruned at step {step}: {}",
+                run.id,
+                terminal_safe(&reason)
+            );
+            ExitCode::SUCCESS
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod evaluate;
 mod restore;
+mod rung;
 mod train_loop;
 
 use anyhow::Result;
@@ -21,6 +22,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::events::{Events, Observer, RunEvent};
 use crate::files::RunFiles;
+use crate::prune::PrunePlan;
 use crate::recorder::{Recorder, RunRecorder};
 
 /// How a run ended.
@@ -34,6 +36,8 @@ pub enum Outcome {
     Interrupted { step: usize },
     /// Diverged or hit an error; the sweep goes on.
     Failed { error: String },
+    /// Stopped at a rung of the sweep's `[prune]` rules after checkpointing at `step`.
+    Pruned { step: usize, reason: String },
 }
 
 impl Outcome {
@@ -42,6 +46,7 @@ impl Outcome {
             Outcome::Completed { .. } => RunStatus::Completed,
             Outcome::Interrupted { .. } => RunStatus::Interrupted,
             Outcome::Failed { .. } => RunStatus::Failed,
+            Outcome::Pruned { .. } => RunStatus::Pruned,
         }
     }
 }
@@ -60,6 +65,8 @@ pub struct RunContext<'a> {
     pub resume_from: Option<PathBuf>,
     /// A finished run with the same training keys to start from instead of training.
     pub donor: Option<Donor>,
+    /// The sweep's `[prune]` rules as they apply to this run.
+    pub prune: Option<PrunePlan>,
 }
 
 /// Where a run that shares another's training takes its weights from.

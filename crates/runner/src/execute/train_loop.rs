@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use super::restore::RUN_CONFIG_KEY;
-use super::{Outcome, RunContext, evaluate};
+use super::{Outcome, RunContext, evaluate, rung};
 use crate::events::{Events, RunEvent};
 use crate::files::write_atomic;
 
@@ -53,6 +53,13 @@ pub(super) fn train(
     if resumed_at > 0 && is_due(cfg.eval_every, resumed_at, total) {
         evaluate::evaluate_nll(ctx, trainer, resumed_at, events)?;
     }
+    // And a rung's decision (one already taken is returned as it was, so a run continued
+    // after pruning goes on from here).
+    if rung::is_rung(ctx, resumed_at)
+        && let Some(outcome) = rung::decide(ctx, trainer, resumed_at, events)?
+    {
+        return Ok(Trained::Stopped(outcome));
+    }
     let mut last_loss = None;
     while trainer.step_count() < total {
         if ctx.stop.load(Ordering::SeqCst) {
@@ -79,6 +86,12 @@ pub(super) fn train(
         }
         if is_due(cfg.eval_every, done, total) {
             evaluate::evaluate_nll(ctx, trainer, done, events)?;
+        }
+        if rung::is_rung(ctx, done) {
+            rung::checkpoint_for(ctx, trainer, done, events)?;
+            if let Some(outcome) = rung::decide(ctx, trainer, done, events)? {
+                return Ok(Trained::Stopped(outcome));
+            }
         }
     }
     checkpoint(ctx, trainer, events)?;

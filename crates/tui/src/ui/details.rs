@@ -181,6 +181,15 @@ fn header_lines(run: &RunInfo) -> Vec<Line<'_>> {
     if !times.is_empty() {
         lines.push(Line::styled(times.join(" · "), dim));
     }
+    if let Some((rung, why)) = &run.pruned {
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("pruned at step {rung}: "),
+                Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
+            ),
+            Span::raw(why.as_str()),
+        ]));
+    }
     if let Some(e) = &run.error {
         lines.push(Line::from(vec![
             Span::styled(

@@ -14,6 +14,7 @@ pub fn status_color(status: RunStatus, stalled: bool) -> Color {
         RunStatus::Completed => Color::Green,
         RunStatus::Failed => Color::Red,
         RunStatus::Interrupted => Color::Yellow,
+        RunStatus::Pruned => Color::Cyan,
     }
 }
 

@@ -6,11 +6,12 @@ use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 
-const KEYS: [(&str, &str); 17] = [
+const KEYS: [(&str, &str); 18] = [
     ("j / k, ↓ / ↑", "move the selection"),
     ("g / G, PgUp / PgDn", "first / last run, page up / down"),
     ("Enter, Space", "add the run to the chart / remove it"),
     ("c", "clear the compared runs"),
+    ("d", "the compared runs' differences / the run's details"),
     ("/", "filter: words, key=value, key!=value"),
     ("", "  e.g. schedule=cosine T=1000 status=running"),
     ("", "  Enter keeps it, Esc restores, Ctrl-U clears"),

@@ -2,6 +2,7 @@
 
 pub mod chart;
 pub mod details;
+pub mod diff;
 pub mod format;
 pub mod help;
 pub mod runs_table;
@@ -39,18 +40,31 @@ pub fn draw(frame: &mut Frame, app: &App) {
             match app.tab {
                 Tab::Chart => chart::draw(frame, app, areas.chart),
                 Tab::Sample => sample::draw(frame, app, areas.sample),
-                Tab::Details => details::draw(frame, app, areas.details),
+                Tab::Details => details_or_diff(frame, app, areas.details),
             }
         }
         None => {
             chart::draw(frame, app, areas.chart);
-            sample::draw(frame, app, areas.sample);
-            details::draw(frame, app, areas.details);
+            if app.show_diff {
+                // Runs side by side need the width: the diff takes the samples' place too.
+                diff::draw(frame, app, areas.sample.union(areas.details));
+            } else {
+                sample::draw(frame, app, areas.sample);
+                details::draw(frame, app, areas.details);
+            }
         }
     }
     footer(frame, app, areas.footer);
     if app.mode == Mode::Help {
         help::draw(frame, frame.area());
+    }
+}
+
+fn details_or_diff(frame: &mut Frame, app: &App, area: Rect) {
+    if app.show_diff {
+        diff::draw(frame, app, area);
+    } else {
+        details::draw(frame, app, area);
     }
 }
 
@@ -70,7 +84,12 @@ fn header(frame: &mut Frame, app: &App, area: Rect) {
         None => spans.push(" loading…".dark_gray()),
         Some(s) => {
             spans.push(format!(" {} runs", s.runs.len()).into());
-            for status in [RunStatus::Running, RunStatus::Failed, RunStatus::Pending] {
+            for status in [
+                RunStatus::Running,
+                RunStatus::Failed,
+                RunStatus::Pending,
+                RunStatus::Pruned,
+            ] {
                 let n = s.runs.iter().filter(|r| r.status == status).count();
                 if n > 0 {
                     spans.push(" · ".dark_gray());
