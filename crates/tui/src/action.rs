@@ -33,6 +33,8 @@ pub enum Action {
     Refresh,
     ToggleLog,
     ToggleSmooth,
+    /// The chart by noise level (t/T) or by training step.
+    ToggleByT,
     ToggleHelp,
     /// Next panel in the compact (tabbed) layout.
     NextTab,
@@ -103,6 +105,7 @@ fn normal_key(key: KeyEvent, ctrl: bool) -> Option<Action> {
         KeyCode::Char('r') => Action::Refresh,
         KeyCode::Char('l') => Action::ToggleLog,
         KeyCode::Char('m') => Action::ToggleSmooth,
+        KeyCode::Char('t') => Action::ToggleByT,
         KeyCode::Char('?') => Action::ToggleHelp,
         KeyCode::Tab => Action::NextTab,
         KeyCode::BackTab => Action::PrevTab,
@@ -149,6 +152,7 @@ mod tests {
             (KeyCode::Char('r'), Action::Refresh),
             (KeyCode::Char('l'), Action::ToggleLog),
             (KeyCode::Char('m'), Action::ToggleSmooth),
+            (KeyCode::Char('t'), Action::ToggleByT),
             (KeyCode::Char('?'), Action::ToggleHelp),
             (KeyCode::Char('q'), Action::Quit),
             (KeyCode::Esc, Action::FilterClear),

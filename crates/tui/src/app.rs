@@ -77,6 +77,8 @@ pub struct App {
     pub sort: SortKey,
     pub log_scale: bool,
     pub smoothing: bool,
+    /// The chart shows the loss by noise level (t/T) instead of by training step.
+    pub by_t: bool,
     pub tab: Tab,
     pub size: Rect,
     pub areas: Areas,
@@ -113,6 +115,7 @@ impl App {
             sort: SortKey::default(),
             log_scale: false,
             smoothing: false,
+            by_t: false,
             tab: Tab::default(),
             size,
             areas: layout::areas(size, 0),
@@ -142,6 +145,7 @@ impl App {
             series_runs,
             detail_run: self.selected,
             max_points: columns * 2,
+            by_t: self.by_t,
         }
     }
 
@@ -197,6 +201,7 @@ impl App {
             }
             Action::ClearCompare => self.compared.clear(),
             Action::ToggleDiff => self.show_diff = !self.show_diff,
+            Action::ToggleByT => self.by_t = !self.by_t,
             Action::OpenFilter => {
                 self.filter_before_edit = self.filter_text.clone();
                 self.mode = Mode::Filter;
@@ -322,6 +327,7 @@ impl App {
             &shown,
             self.log_scale,
             self.smoothing,
+            self.by_t,
         );
         self.derive_sample();
     }

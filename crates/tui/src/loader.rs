@@ -19,6 +19,8 @@ pub struct Request {
     pub detail_run: Option<i64>,
     /// Points per curve: about what the chart can resolve, so the database does the averaging.
     pub max_points: usize,
+    /// The chart shows the loss by noise level: load the series runs' latest loss-by-t window.
+    pub by_t: bool,
 }
 
 /// Loads snapshots, remembering what does not change between loads: curves of runs that made
@@ -45,6 +47,12 @@ impl Loader {
             .map(|s| sweep_info(s, &runs))
             .collect();
         let series = self.load_series(store, req, &runs).await?;
+        let mut profiles = BTreeMap::new();
+        if req.by_t {
+            for &id in &req.series_runs {
+                profiles.insert(id, Arc::new(loss_profile(store, id).await?));
+            }
+        }
         let detail = match req.detail_run.filter(|id| runs.iter().any(|r| r.id == *id)) {
             Some(id) => Some(self.detail(store, id).await?),
             None => None,
@@ -53,6 +61,7 @@ impl Loader {
             runs,
             sweeps,
             series,
+            profiles,
             detail,
         })
     }
@@ -164,6 +173,19 @@ impl Loader {
             sample,
         })
     }
+}
+
+/// A run's latest loss-by-t window as (bucket centre as a fraction of T, mean loss).
+async fn loss_profile(store: &Store, run_id: i64) -> Result<Vec<(f64, f64)>, StoreError> {
+    let rows = store.latest_loss_profile(run_id).await?;
+    let t = rows.iter().map(|r| r.t_hi).max().unwrap_or(1).max(1) as f64;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let centre = (r.t_lo + r.t_hi) as f64 / 2.0 / t;
+            r.loss.map(|l| (centre, l))
+        })
+        .collect())
 }
 
 /// Every run with its summary, speed and whether it has stalled.

@@ -14,6 +14,9 @@ pub struct Snapshot {
     pub sweeps: Vec<SweepInfo>,
     /// Downsampled loss curves `(step, loss)` of the runs the UI asked for.
     pub series: BTreeMap<i64, Arc<Vec<(f64, f64)>>>,
+    /// With the chart by t: the latest loss-by-t window `(t/T of the bucket's centre, loss)`
+    /// of the same runs.
+    pub profiles: BTreeMap<i64, Arc<Vec<(f64, f64)>>>,
     /// Evals and newest sample grid of the selected run.
     pub detail: Option<Detail>,
 }

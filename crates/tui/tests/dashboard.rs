@@ -819,10 +819,7 @@ fn pruned_run_and_the_diff_of_compared_runs() {
     fx.act(&mut app, &mut loader, &[Action::ToggleCompare]);
     assert_eq!(app.compared, [ids.completed, pending]);
     let text = render(&app);
-    assert!(
-        text.contains("pruned at step 500: loss 0.09120"),
-        "{text}"
-    );
+    assert!(text.contains("pruned at step 500: loss 0.09120"), "{text}");
     snap!(fx, "pruned_run_details_120x40", &app);
     fx.act(&mut app, &mut loader, &[Action::ToggleDiff]);
     let text = render(&app);
@@ -849,4 +846,49 @@ fn pruned_run_and_the_diff_of_compared_runs() {
         ],
     );
     snap!(fx, "diff_of_compared_80x24", &small);
+}
+
+/// Issue 17: `t` shows the compared runs' latest loss-by-t window against t/T.
+#[test]
+fn loss_by_t_view_of_the_compared_runs() {
+    let fx = Fixture::new();
+    let ids = running_sweep(&fx);
+    fx.block(async {
+        // The ε loss falls with t; run 2's (T = 1000) is higher at small t.
+        for (run, t, scale) in [(ids.completed, 100, 1.0), (ids.running, 1000, 1.6)] {
+            let rows: Vec<ddlab_store::LossBucketRow> = (0..10)
+                .map(|b| ddlab_store::LossBucketRow {
+                    run_id: run,
+                    step: 500,
+                    bucket: b,
+                    buckets: 10,
+                    t_lo: b * t / 10,
+                    t_hi: (b + 1) * t / 10,
+                    count: 40,
+                    loss: Some(scale * 0.2 / (1.0 + b as f64)),
+                    weighted_loss: None,
+                    wall_time: 1.0,
+                })
+                .collect();
+            fx.store.insert_loss_buckets(&rows).await.unwrap();
+        }
+    });
+    let (mut app, mut loader) = fx.app(120, 40, "");
+    app.selected = Some(ids.completed);
+    fx.act(&mut app, &mut loader, &[Action::ToggleCompare]);
+    app.selected = Some(ids.running);
+    fx.act(
+        &mut app,
+        &mut loader,
+        &[Action::ToggleCompare, Action::ToggleByT],
+    );
+    assert!(app.chart.by_t);
+    let xs: Vec<f64> = app.chart.series[0].points.iter().map(|p| p.0).collect();
+    assert_eq!((xs[0], xs[9]), (0.05, 0.95), "bucket centres as t/T");
+    let text = render(&app);
+    assert!(text.contains("by t/T, latest window"), "{text}");
+    snap!(fx, "loss_by_t_120x40", &app);
+    // Back to the loss by step.
+    fx.act(&mut app, &mut loader, &[Action::ToggleByT]);
+    assert!(!app.chart.by_t && app.chart.series[0].points.len() > 10);
 }

@@ -25,6 +25,8 @@ pub struct ChartModel {
     pub y_labels: Vec<String>,
     pub log: bool,
     pub smooth: bool,
+    /// x is t/T (the latest loss-by-t window), not the training step.
+    pub by_t: bool,
     /// Shown instead of the chart when there is nothing to draw.
     pub message: Option<String>,
 }
@@ -44,10 +46,14 @@ impl ChartModel {
         runs: &[(i64, Color)],
         log: bool,
         smooth: bool,
+        by_t: bool,
     ) -> ChartModel {
+        // The loss by t is one window's profile: nothing to smooth along t.
+        let smooth = smooth && !by_t;
         let mut m = ChartModel {
             log,
             smooth,
+            by_t,
             ..Default::default()
         };
         let Some(snap) = snapshot else {
@@ -60,7 +66,8 @@ impl ChartModel {
         }
         let mut waiting = false;
         for &(id, color) in runs {
-            let Some(raw) = snap.series.get(&id) else {
+            let source = if by_t { &snap.profiles } else { &snap.series };
+            let Some(raw) = source.get(&id) else {
                 waiting = true;
                 continue;
             };
@@ -94,6 +101,8 @@ impl ChartModel {
         if m.series.is_empty() {
             m.message = Some(if waiting {
                 "loading…".into()
+            } else if by_t {
+                "no loss by t recorded yet".into()
             } else {
                 "no loss recorded yet".into()
             });
@@ -122,11 +131,21 @@ impl ChartModel {
         } else {
             (y0 - pad, y1 + pad)
         };
-        m.x_bounds = [x0, x1];
         m.y_bounds = [y0, y1];
+        if by_t {
+            // t/T from 0 to 1 whatever buckets were recorded.
+            (x0, x1) = (0.0, 1.0);
+        }
+        m.x_bounds = [x0, x1];
         m.x_labels = [x0, (x0 + x1) / 2.0, x1]
             .iter()
-            .map(|v| format::steps(*v))
+            .map(|v| {
+                if by_t {
+                    format!("{v:.1}")
+                } else {
+                    format::steps(*v)
+                }
+            })
             .collect();
         m.y_labels = [y0, (y0 + y1) / 2.0, y1]
             .iter()
@@ -153,7 +172,12 @@ pub fn ema(points: &[(f64, f64)], weight: f64) -> Vec<(f64, f64)> {
 
 pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
     let m = &app.chart;
-    let mut title = vec![" Loss ".bold(), "by step ".dark_gray()];
+    let by = if m.by_t {
+        "by t/T, latest window (t: by step) "
+    } else {
+        "by step (t: by t/T) "
+    };
+    let mut title = vec![" Loss ".bold(), by.dark_gray()];
     let mut flags = Vec::new();
     if m.log {
         flags.push("log");

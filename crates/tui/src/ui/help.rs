@@ -6,7 +6,7 @@ use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 
-const KEYS: [(&str, &str); 18] = [
+const KEYS: [(&str, &str); 19] = [
     ("j / k, ↓ / ↑", "move the selection"),
     ("g / G, PgUp / PgDn", "first / last run, page up / down"),
     ("Enter, Space", "add the run to the chart / remove it"),
@@ -19,6 +19,7 @@ const KEYS: [(&str, &str); 18] = [
     ("s", "sort: id → name → status → loss → NLL"),
     ("l", "log scale for the loss"),
     ("m", "smooth the loss (EMA)"),
+    ("t", "the loss by noise level t/T (latest window) / by step"),
     ("r", "reload from the database now"),
     ("Tab / Shift-Tab", "next / previous panel (small terminals)"),
     ("?", "this help"),
