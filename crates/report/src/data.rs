@@ -30,6 +30,9 @@ pub struct RunData {
     pub loss_buckets: Vec<LossBucketRow>,
     /// The newest sample grid (PNG bytes).
     pub sample_png: Option<Vec<u8>>,
+    /// Its unguided grids over training for the film strip (at most
+    /// [`crate::grids::STRIP_FRAMES`], evenly spaced, newest last), with their PNG bytes.
+    pub strip: Vec<(ddlab_store::SampleInfo, Vec<u8>)>,
     /// Every sample of the run: (step, prompt, guidance, scale, sample id).
     pub samples: Vec<ddlab_store::SampleInfo>,
     /// Seconds from start to finish.
@@ -101,6 +104,10 @@ pub async fn load(store: &Store, sweep_name: &str) -> Result<SweepData> {
         let loss_buckets = store.loss_buckets(row.id).await?;
         let samples = store.samples(row.id).await?;
         let sample_png = store.latest_sample(row.id).await?.map(|(_, png)| png);
+        let mut strip = vec![];
+        for info in crate::grids::strip_frames(&samples, crate::grids::STRIP_FRAMES) {
+            strip.push((info.clone(), store.sample_png(info.id).await?));
+        }
         let duration_s = match (&row.started_at, &row.finished_at) {
             (Some(a), Some(b)) => seconds_between(a, b),
             _ => None,
@@ -116,6 +123,7 @@ pub async fn load(store: &Store, sweep_name: &str) -> Result<SweepData> {
             eval_rows,
             loss_buckets,
             sample_png,
+            strip,
             samples,
             duration_s,
         });

@@ -9,6 +9,7 @@ pub mod by_t;
 pub mod charts;
 pub mod data;
 pub mod diff;
+pub mod grids;
 pub mod page;
 mod pruning;
 
@@ -72,6 +73,10 @@ pub fn write(data: &SweepData, dir: &Path) -> Result<Report> {
         ));
     }
     let samples = write_samples(data, dir)?;
+    if !samples.is_empty() {
+        let strips = grids::write_strips(data, dir)?;
+        std::fs::write(dir.join("grids.html"), grids::html(data, &samples, &strips))?;
+    }
     let index = dir.join("index.html");
     std::fs::write(&index, page::html(data, &charts, &samples, dir))?;
     let summary = dir.join("summary.md");

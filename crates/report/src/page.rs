@@ -298,7 +298,9 @@ fn samples_html(s: &mut String, data: &SweepData, samples: &[(i64, String)]) {
     let e = html_escape;
     let _ = writeln!(
         s,
-        "<h2>Samples (latest grid of each run)</h2><div class=\"grids\">"
+        "<h2>Samples (latest grid of each run)</h2><p><a href=\"grids.html\">All grids side by \
+         side</a>: a matrix by the varying keys, each run over training, and the samplings of a \
+         shared training.</p><div class=\"grids\">"
     );
     for (id, path) in samples {
         let run = data.runs.iter().find(|r| r.row.id == *id);

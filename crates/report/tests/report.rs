@@ -121,7 +121,23 @@ async fn a_report_has_every_chart_table_and_grid() {
         assert!(svg.starts_with("<svg") && svg.contains("</svg>"), "{f}.svg");
     }
     // Seven completed runs have grids; the failed one has none.
-    assert_eq!(std::fs::read_dir(out.join("samples")).unwrap().count(), 7);
+    let latest = std::fs::read_dir(out.join("samples"))
+        .unwrap()
+        .filter(|f| {
+            let name = f.as_ref().unwrap().file_name().into_string().unwrap();
+            name.starts_with("run-") && !name.contains("-step-")
+        })
+        .count();
+    assert_eq!(latest, 7);
+    // The grids page: a matrix by the varying keys and film strips, every image beside it,
+    // user text escaped, nothing fetched.
+    let grids = std::fs::read_to_string(out.join("grids.html")).unwrap();
+    assert!(grids.contains("class=\"matrix\"") && grids.contains("class=\"strip\""));
+    assert!(!grids.contains("<script>") && !grids.contains("http"));
+    for src in grids.split("src=\"").skip(1) {
+        let file = src.split('"').next().unwrap();
+        assert!(out.join(file).is_file(), "grids.html shows a missing {file}");
+    }
 
     let html = std::fs::read_to_string(&r.index).unwrap();
     assert!(
