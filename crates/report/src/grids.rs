@@ -207,7 +207,9 @@ pub fn html(
         matrix_html(&mut s, &m, &latest);
     }
     let shared = shared_trainings(data);
-    if !shared.is_empty() && !(shared.len() == 1 && shared[0].len() == all.len()) {
+    // One training shared by the whole sweep is the matrix above already.
+    let whole_sweep = shared.len() == 1 && shared[0].len() == all.len();
+    if !shared.is_empty() && !whole_sweep {
         let _ = writeln!(
             s,
             "<h2>One training, several samplings</h2><p>Runs that share their weights, by the \
