@@ -325,3 +325,39 @@ fn the_dashboard_exits_when_its_terminal_closes() {
     // It ended on its own, not by a signal.
     assert!(status.code().is_some(), "{status}");
 }
+
+/// A listing piped into something that stops reading (`| head -1`) ends quietly: no panic
+/// message about the closed pipe.
+#[test]
+fn a_closed_pipe_ends_a_listing_quietly() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let seeds: Vec<String> = (0..3000).map(|s| s.to_string()).collect();
+    let spec = dir.path().join("many.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "[sweep]\nname = \"many\"\n[grid]\nseed = [{}]\n",
+            seeds.join(", ")
+        ),
+    )
+    .unwrap();
+    let mut child = ddlab()
+        .args(["sweep", "--dry-run", "--yes"])
+        .arg(&spec)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("sweep `many`: 3000 runs"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+}

@@ -72,7 +72,19 @@ fn parse_command_line() -> Result<Cli, ExitCode> {
     })
 }
 
+/// `ddlab sweep --dry-run | head` ends quietly when `head` closes the pipe, as Unix tools do,
+/// instead of panicking on the failed write (Rust ignores SIGPIPE by default).
+fn die_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    die_quietly_on_closed_pipe();
     retain_freed_memory();
     let cli = match parse_command_line() {
         Ok(cli) => cli,

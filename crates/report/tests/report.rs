@@ -136,7 +136,10 @@ async fn a_report_has_every_chart_table_and_grid() {
     assert!(!grids.contains("<script>") && !grids.contains("http"));
     for src in grids.split("src=\"").skip(1) {
         let file = src.split('"').next().unwrap();
-        assert!(out.join(file).is_file(), "grids.html shows a missing {file}");
+        assert!(
+            out.join(file).is_file(),
+            "grids.html shows a missing {file}"
+        );
     }
 
     let html = std::fs::read_to_string(&r.index).unwrap();

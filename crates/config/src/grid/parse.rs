@@ -140,15 +140,17 @@ fn zip(src: &Source, table: &SpannedTable, fallback: usize) -> Result<Dim, Confi
 
 /// Two points of one dimension with equal values would make two runs of one configuration.
 fn no_repeats(src: &Source, dim: &Dim) -> Result<(), ConfigError> {
-    for (i, row) in dim.rows.iter().enumerate() {
-        let norm = |r: &[toml::Value]| -> Vec<serde_json::Value> {
-            dim.keys
-                .iter()
-                .zip(r)
-                .map(|(k, v)| normalise(k, v))
-                .collect()
-        };
-        if dim.rows[..i].iter().any(|r| norm(r) == norm(row)) {
+    // Each point normalised once and remembered as text: an axis of thousands of values is
+    // checked in linear time.
+    let mut seen = std::collections::HashSet::with_capacity(dim.rows.len());
+    for row in &dim.rows {
+        let norm: Vec<serde_json::Value> = dim
+            .keys
+            .iter()
+            .zip(row)
+            .map(|(k, v)| normalise(k, v))
+            .collect();
+        if !seen.insert(serde_json::to_string(&norm).expect("JSON values serialise")) {
             let point: Vec<_> = dim.keys.iter().cloned().zip(row.iter().cloned()).collect();
             let msg = format!(
                 "the grid lists `{}` twice: two runs would have the same configuration",
