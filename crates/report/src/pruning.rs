@@ -57,7 +57,8 @@ impl Pruning<'_> {
         format!(
             "Asynchronous successive halving on {metric} at steps {}: a run goes on when its \
              trial (seeds averaged) is among the best {:.0}% of those already at the rung, \
-             compared within {within}.",
+             compared within {within}. Ranks and thresholds are of trial means; the value is the \
+             run's own.",
             r.rungs
                 .iter()
                 .map(|s| s.to_string())
