@@ -108,6 +108,21 @@ fn rows(data: &SweepData, p: &Pruning) -> Vec<[String; 7]> {
         .collect()
 }
 
+/// One line per pruning decision: which run, where, and why.
+fn why_pruned(data: &SweepData, p: &Pruning) -> Vec<String> {
+    p.rungs
+        .iter()
+        .filter(|g| g.pruned())
+        .map(|g| {
+            let name = run_name(data, g.run_id);
+            format!(
+                "Run {} ({name}) pruned at step {}: {}",
+                g.run_id, g.rung, g.reason
+            )
+        })
+        .collect()
+}
+
 const HEAD: [&str; 7] = [
     "rung",
     "run",
@@ -136,15 +151,8 @@ pub fn markdown(data: &SweepData) -> String {
         let cells: Vec<String> = row.iter().map(|c| md_escape(c)).collect();
         let _ = writeln!(s, "| {} |", cells.join(" | "));
     }
-    for g in p.rungs.iter().filter(|g| g.pruned()) {
-        let _ = writeln!(
-            s,
-            "- run {} ({}) pruned at step {}: {}",
-            g.run_id,
-            md_escape(&run_name(data, g.run_id)),
-            g.rung,
-            md_escape(&g.reason)
-        );
+    for why in why_pruned(data, &p) {
+        let _ = writeln!(s, "- {}", md_escape(&why));
     }
     s
 }
@@ -176,15 +184,8 @@ pub fn html(data: &SweepData) -> String {
         let _ = writeln!(s, "</tr>");
     }
     let _ = writeln!(s, "</tbody></table><ul>");
-    for g in p.rungs.iter().filter(|g| g.pruned()) {
-        let _ = writeln!(
-            s,
-            "<li class=\"pruned\">Run {} ({}) pruned at step {}: {}</li>",
-            g.run_id,
-            e(&run_name(data, g.run_id)),
-            g.rung,
-            e(&g.reason)
-        );
+    for why in why_pruned(data, &p) {
+        let _ = writeln!(s, "<li class=\"pruned\">{}</li>", e(&why));
     }
     let _ = writeln!(s, "</ul>");
     s

@@ -109,7 +109,14 @@ impl ChartModel {
             return m;
         }
 
-        let all = m.series.iter().flat_map(|s| s.points.iter());
+        m.set_axes();
+        m
+    }
+
+    /// Bounds and labels that fit every series (x over [0, 1] by t/T).
+    fn set_axes(&mut self) {
+        let (log, by_t) = (self.log, self.by_t);
+        let all = self.series.iter().flat_map(|s| s.points.iter());
         let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
         for &(x, y) in all {
             x0 = x0.min(x);
@@ -131,13 +138,13 @@ impl ChartModel {
         } else {
             (y0 - pad, y1 + pad)
         };
-        m.y_bounds = [y0, y1];
+        self.y_bounds = [y0, y1];
         if by_t {
             // t/T from 0 to 1 whatever buckets were recorded.
             (x0, x1) = (0.0, 1.0);
         }
-        m.x_bounds = [x0, x1];
-        m.x_labels = [x0, (x0 + x1) / 2.0, x1]
+        self.x_bounds = [x0, x1];
+        self.x_labels = [x0, (x0 + x1) / 2.0, x1]
             .iter()
             .map(|v| {
                 if by_t {
@@ -147,11 +154,10 @@ impl ChartModel {
                 }
             })
             .collect();
-        m.y_labels = [y0, (y0 + y1) / 2.0, y1]
+        self.y_labels = [y0, (y0 + y1) / 2.0, y1]
             .iter()
             .map(|&v| format::value(if log { 10f64.powf(v) } else { v }))
             .collect();
-        m
     }
 }
 
