@@ -50,15 +50,20 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 
-    /// The newest sample grid of a run.
-    pub async fn latest_sample(&self, run_id: i64) -> Result<Option<(SampleInfo, Vec<u8>)>> {
-        let info = sqlx::query_as::<_, SampleInfo>(sql(format!(
+    /// The newest sample grid's metadata of a run (one seek on `samples_run`), for readers
+    /// that fetch the bytes only when it changed.
+    pub async fn latest_sample_info(&self, run_id: i64) -> Result<Option<SampleInfo>> {
+        Ok(sqlx::query_as::<_, SampleInfo>(sql(format!(
             "SELECT {SAMPLE_INFO_COLS} FROM samples WHERE run_id = $1 ORDER BY step DESC, id DESC LIMIT 1"
         )))
         .bind(run_id)
         .fetch_optional(self.pool())
-        .await?;
-        match info {
+        .await?)
+    }
+
+    /// The newest sample grid of a run.
+    pub async fn latest_sample(&self, run_id: i64) -> Result<Option<(SampleInfo, Vec<u8>)>> {
+        match self.latest_sample_info(run_id).await? {
             Some(i) => {
                 let png = self.sample_png(i.id).await?;
                 Ok(Some((i, png)))

@@ -35,6 +35,21 @@ pub enum Action {
     ToggleSmooth,
     /// The chart by noise level (t/T) or by training step.
     ToggleByT,
+    /// The chart of the NLL over training, or back to the loss.
+    ToggleNll,
+    /// Opens the grid view (every run's newest sample grid as a matrix), or closes it.
+    ToggleGrid,
+    /// In the grid view: to the next run down (`rows`) and right (`cols`) in the matrix.
+    GridMove {
+        rows: i8,
+        cols: i8,
+    },
+    /// In the grid view: the next key down the rows / across the columns.
+    CycleGridRows,
+    CycleGridCols,
+    /// In the grid view: more / fewer tiles of each grid (the first k × k).
+    MoreTiles,
+    FewerTiles,
     ToggleHelp,
     /// Next panel in the compact (tabbed) layout.
     NextTab,
@@ -51,6 +66,8 @@ pub enum Mode {
     Filter,
     /// The help overlay is open.
     Help,
+    /// The grid view fills the screen.
+    Grid,
 }
 
 /// The action for a terminal event, if any.
@@ -81,6 +98,31 @@ pub fn from_key(key: KeyEvent, mode: Mode) -> Option<Action> {
             _ => None,
         },
         Mode::Normal => normal_key(key, ctrl),
+        Mode::Grid => grid_key(key, ctrl),
+    }
+}
+
+/// The grid view: arrows and h/j/k/l move in the matrix; the keys that choose what it shows;
+/// the rest as in the dashboard.
+fn grid_key(key: KeyEvent, ctrl: bool) -> Option<Action> {
+    let go = |rows, cols| Some(Action::GridMove { rows, cols });
+    match key.code {
+        KeyCode::Char('h') | KeyCode::Left => go(0, -1),
+        KeyCode::Char('l') | KeyCode::Right => go(0, 1),
+        KeyCode::Char('k') | KeyCode::Up => go(-1, 0),
+        KeyCode::Char('j') | KeyCode::Down => go(1, 0),
+        KeyCode::Char('y') => Some(Action::CycleGridRows),
+        KeyCode::Char('x') => Some(Action::CycleGridCols),
+        KeyCode::Char('+') | KeyCode::Char('=') => Some(Action::MoreTiles),
+        KeyCode::Char('-') => Some(Action::FewerTiles),
+        KeyCode::Char('i') | KeyCode::Esc => Some(Action::ToggleGrid),
+        KeyCode::Char('q') => Some(Action::Quit),
+        KeyCode::Enter | KeyCode::Char(' ') => Some(Action::ToggleCompare),
+        KeyCode::Char('/') => Some(Action::OpenFilter),
+        KeyCode::Char('r') => Some(Action::Refresh),
+        KeyCode::Char('?') => Some(Action::ToggleHelp),
+        KeyCode::Char('c') if !ctrl => Some(Action::ClearCompare),
+        _ => None,
     }
 }
 
@@ -106,6 +148,8 @@ fn normal_key(key: KeyEvent, ctrl: bool) -> Option<Action> {
         KeyCode::Char('l') => Action::ToggleLog,
         KeyCode::Char('m') => Action::ToggleSmooth,
         KeyCode::Char('t') => Action::ToggleByT,
+        KeyCode::Char('n') => Action::ToggleNll,
+        KeyCode::Char('i') => Action::ToggleGrid,
         KeyCode::Char('?') => Action::ToggleHelp,
         KeyCode::Tab => Action::NextTab,
         KeyCode::BackTab => Action::PrevTab,
@@ -153,6 +197,8 @@ mod tests {
             (KeyCode::Char('l'), Action::ToggleLog),
             (KeyCode::Char('m'), Action::ToggleSmooth),
             (KeyCode::Char('t'), Action::ToggleByT),
+            (KeyCode::Char('n'), Action::ToggleNll),
+            (KeyCode::Char('i'), Action::ToggleGrid),
             (KeyCode::Char('?'), Action::ToggleHelp),
             (KeyCode::Char('q'), Action::Quit),
             (KeyCode::Esc, Action::FilterClear),
@@ -214,6 +260,30 @@ mod tests {
             Some(Action::ToggleHelp)
         );
         assert_eq!(from_key(press(KeyCode::Char('j')), h), None);
+    }
+
+    #[test]
+    fn grid_view_keys() {
+        let g = Mode::Grid;
+        let cases = [
+            (KeyCode::Char('l'), Action::GridMove { rows: 0, cols: 1 }),
+            (KeyCode::Left, Action::GridMove { rows: 0, cols: -1 }),
+            (KeyCode::Char('j'), Action::GridMove { rows: 1, cols: 0 }),
+            (KeyCode::Up, Action::GridMove { rows: -1, cols: 0 }),
+            (KeyCode::Char('x'), Action::CycleGridCols),
+            (KeyCode::Char('y'), Action::CycleGridRows),
+            (KeyCode::Char('+'), Action::MoreTiles),
+            (KeyCode::Char('-'), Action::FewerTiles),
+            (KeyCode::Esc, Action::ToggleGrid),
+            (KeyCode::Char('i'), Action::ToggleGrid),
+            (KeyCode::Enter, Action::ToggleCompare),
+            (KeyCode::Char('q'), Action::Quit),
+        ];
+        for (code, action) in cases {
+            assert_eq!(from_key(press(code), g), Some(action), "{code:?}");
+        }
+        // Keys of the dashboard's chart do nothing here.
+        assert_eq!(from_key(press(KeyCode::Char('t')), g), None);
     }
 
     #[test]

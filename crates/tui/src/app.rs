@@ -4,15 +4,18 @@
 
 use crate::action::{Action, Mode};
 use crate::filter::{self, Filter};
-use crate::halfblock::{self, ColorMode, HalfBlocks};
+use crate::images::{ImageBackend, Picture};
 use crate::layout::{self, Areas, Tab};
-use crate::loader::Request;
-use crate::snapshot::{RunInfo, Snapshot};
+use crate::loader::{ChartKind, Request};
+use crate::matrix::{self, Axes, Matrix};
+use crate::snapshot::{RunInfo, SampleImage, Snapshot};
 use crate::sort::SortKey;
+use crate::tiles::{self, GridLayout};
 use crate::ui::chart::ChartModel;
 use ddlab_store::RunStatus;
 use ratatui::layout::Rect;
 use ratatui::style::Color;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Colours of the compared runs, in the order they were added.
@@ -52,19 +55,27 @@ pub struct AppConfig {
     pub source: String,
     pub refresh: Duration,
     pub filter: String,
-    pub color_mode: ColorMode,
+    /// How images are drawn, and why (for the help screen).
+    pub images: ImageBackend,
+    pub images_note: String,
 }
+
+/// Grid tiles per side never go beyond this (`+`).
+pub const MAX_TILES_SIDE: u32 = 8;
 
 pub struct App {
     pub source: String,
     pub refresh: Duration,
-    pub color_mode: ColorMode,
+    pub images: ImageBackend,
+    pub images_note: String,
     /// None until the first load arrives.
     pub snapshot: Option<Snapshot>,
     /// Why the latest load failed; the previous snapshot stays on screen.
     pub load_error: Option<String>,
 
     pub mode: Mode,
+    /// Where the filter line or the help returns to.
+    mode_before: Mode,
     pub selected: Option<i64>,
     /// Runs overlaid in the chart, in the order they were added.
     pub compared: Vec<i64>,
@@ -77,8 +88,12 @@ pub struct App {
     pub sort: SortKey,
     pub log_scale: bool,
     pub smoothing: bool,
-    /// The chart shows the loss by noise level (t/T) instead of by training step.
-    pub by_t: bool,
+    pub chart_kind: ChartKind,
+    /// The grid view's axes, as chosen.
+    pub axes: Axes,
+    /// Tiles per side of each grid in the grid view, as chosen; `None`: as many as stay
+    /// readable in the cells.
+    pub grid_side: Option<u32>,
     pub tab: Tab,
     pub size: Rect,
     pub areas: Areas,
@@ -92,8 +107,15 @@ pub struct App {
     /// Runs that pass the filter.
     pub visible_runs: usize,
     pub chart: ChartModel,
-    pub sample: Option<HalfBlocks>,
-    sample_key: Option<(i64, u16, u16, ColorMode)>,
+    pub sample: Option<Picture>,
+    sample_key: Option<(i64, u16, u16)>,
+    /// The grid view's matrix, while it is open.
+    pub matrix: Option<Matrix>,
+    /// The tiles per side the grid view shows now.
+    pub grid_side_shown: u32,
+    /// Each shown cell's picture, by run, and what it was encoded from.
+    pub grid_pictures: BTreeMap<i64, Result<Picture, String>>,
+    grid_picture_keys: BTreeMap<i64, (i64, Rect, u32)>,
 }
 
 impl App {
@@ -101,10 +123,12 @@ impl App {
         let mut app = App {
             source: config.source,
             refresh: config.refresh,
-            color_mode: config.color_mode,
+            images: config.images,
+            images_note: config.images_note,
             snapshot: None,
             load_error: None,
             mode: Mode::Normal,
+            mode_before: Mode::Normal,
             selected: None,
             compared: Vec::new(),
             show_diff: false,
@@ -115,7 +139,9 @@ impl App {
             sort: SortKey::default(),
             log_scale: false,
             smoothing: false,
-            by_t: false,
+            chart_kind: ChartKind::default(),
+            axes: Axes::default(),
+            grid_side: None,
             tab: Tab::default(),
             size,
             areas: layout::areas(size, 0),
@@ -127,6 +153,10 @@ impl App {
             chart: ChartModel::default(),
             sample: None,
             sample_key: None,
+            matrix: None,
+            grid_side_shown: 1,
+            grid_pictures: BTreeMap::new(),
+            grid_picture_keys: BTreeMap::new(),
         };
         app.set_filter_text(config.filter);
         app.derive();
@@ -141,12 +171,23 @@ impl App {
         }
         // Braille draws two points per column; the axis labels take about ten columns.
         let columns = self.areas.chart.width.saturating_sub(12).max(8) as usize;
+        let grid_runs = match (&self.matrix, self.grid_open()) {
+            (Some(m), true) => m.shown_runs(),
+            _ => Vec::new(),
+        };
         Request {
             series_runs,
             detail_run: self.selected,
             max_points: columns * 2,
-            by_t: self.by_t,
+            chart: self.chart_kind,
+            grid_runs,
         }
+    }
+
+    /// The grid view is open (perhaps under the filter line or the help).
+    pub fn grid_open(&self) -> bool {
+        self.mode == Mode::Grid
+            || (matches!(self.mode, Mode::Filter | Mode::Help) && self.mode_before == Mode::Grid)
     }
 
     /// Whether `r` was pressed since the last call.
@@ -201,9 +242,34 @@ impl App {
             }
             Action::ClearCompare => self.compared.clear(),
             Action::ToggleDiff => self.show_diff = !self.show_diff,
-            Action::ToggleByT => self.by_t = !self.by_t,
+            Action::ToggleByT => self.chart_kind = toggled(self.chart_kind, ChartKind::LossByT),
+            Action::ToggleNll => self.chart_kind = toggled(self.chart_kind, ChartKind::Nll),
+            Action::ToggleGrid => {
+                self.mode = if self.mode == Mode::Grid {
+                    Mode::Normal
+                } else {
+                    Mode::Grid
+                }
+            }
+            Action::GridMove { rows, cols } => {
+                let to = self
+                    .matrix
+                    .as_ref()
+                    .and_then(|m| m.step(rows as isize, cols as isize));
+                match to {
+                    Some(id) => self.selected = Some(id),
+                    None => return false,
+                }
+            }
+            Action::CycleGridRows | Action::CycleGridCols => self.cycle_axis(action),
+            Action::MoreTiles | Action::FewerTiles => {
+                let by = if action == Action::MoreTiles { 1 } else { -1 };
+                let side = self.grid_side_shown.saturating_add_signed(by);
+                self.grid_side = Some(side.clamp(1, MAX_TILES_SIDE));
+            }
             Action::OpenFilter => {
                 self.filter_before_edit = self.filter_text.clone();
+                self.mode_before = self.mode;
                 self.mode = Mode::Filter;
             }
             Action::FilterChar(c) => {
@@ -220,22 +286,23 @@ impl App {
             Action::FilterApply => {
                 // A filter that does not parse stays open, with its error shown.
                 if self.filter_error.is_none() {
-                    self.mode = Mode::Normal;
+                    self.mode = self.mode_before;
                 }
             }
             Action::FilterCancel => {
                 let before = std::mem::take(&mut self.filter_before_edit);
                 self.set_filter_text(before);
-                self.mode = Mode::Normal;
+                self.mode = self.mode_before;
             }
             Action::CycleSort => self.sort = self.sort.next(),
             Action::ToggleLog => self.log_scale = !self.log_scale,
             Action::ToggleSmooth => self.smoothing = !self.smoothing,
             Action::ToggleHelp => {
-                self.mode = if self.mode == Mode::Help {
-                    Mode::Normal
+                if self.mode == Mode::Help {
+                    self.mode = self.mode_before;
                 } else {
-                    Mode::Help
+                    self.mode_before = self.mode;
+                    self.mode = Mode::Help;
                 }
             }
             Action::NextTab => self.tab = self.tab.next(),
@@ -246,6 +313,24 @@ impl App {
         }
         self.derive();
         true
+    }
+
+    /// The next key down the rows or across the columns of the grid view.
+    fn cycle_axis(&mut self, action: Action) {
+        let Some(m) = &self.matrix else {
+            return;
+        };
+        let (row, col) = (m.row_key.as_deref(), m.col_key.as_deref());
+        if action == Action::CycleGridRows {
+            // The rows take the key the columns had when they would collide.
+            let next = matrix::next_key(&m.keys, row, None, false);
+            if next.as_deref() == col {
+                self.axes.cols = Some(row.map(str::to_string));
+            }
+            self.axes.rows = next;
+        } else {
+            self.axes.cols = Some(matrix::next_key(&m.keys, col, row, true));
+        }
     }
 
     fn set_filter_text(&mut self, text: String) {
@@ -327,9 +412,78 @@ impl App {
             &shown,
             self.log_scale,
             self.smoothing,
-            self.by_t,
+            self.chart_kind,
         );
         self.derive_sample();
+        self.derive_matrix();
+        self.derive_grid_pictures();
+    }
+
+    /// The grid view's matrix: the visible runs of the selected run's sweep, sliced at it.
+    fn derive_matrix(&mut self) {
+        let selected = self.selected_run().filter(|_| self.grid_open());
+        let Some((selected, snap)) = selected.zip(self.snapshot.as_ref()) else {
+            self.matrix = None;
+            return;
+        };
+        let runs: Vec<&RunInfo> = self
+            .lines
+            .iter()
+            .filter_map(|l| match l {
+                TableLine::Run(i) => Some(&snap.runs[*i]),
+                TableLine::Group(_) => None,
+            })
+            .filter(|r| r.sweep_id == selected.sweep_id)
+            .collect();
+        let sweep_keys = snap
+            .sweeps
+            .iter()
+            .find(|s| Some(s.id) == selected.sweep_id)
+            .map(|s| s.grid_keys.clone())
+            .filter(|k| !k.is_empty());
+        let keys = sweep_keys.unwrap_or_else(|| matrix::varying_keys(&runs));
+        self.matrix = Some(Matrix::build(&runs, &keys, selected, &self.axes));
+    }
+
+    /// Each shown cell's picture: its grid's first k × k tiles fitted to the cell, encoded
+    /// again only when the grid, the cell or k changed.
+    fn derive_grid_pictures(&mut self) {
+        let (Some(m), Some(snap)) = (&self.matrix, &self.snapshot) else {
+            self.grid_pictures.clear();
+            self.grid_picture_keys.clear();
+            return;
+        };
+        let cells = crate::ui::grid_view::cells(self.areas.body, m);
+        let shown: Vec<(i64, Rect, &SampleImage)> = cells
+            .iter()
+            .filter_map(|c| {
+                let id = m.cell(c.at.0, c.at.1)?;
+                Some((id, c.picture, snap.grids.get(&id)?.as_ref()))
+            })
+            .collect();
+        let side = self
+            .grid_side
+            .unwrap_or_else(|| auto_side(&self.images, &shown))
+            .clamp(1, MAX_TILES_SIDE);
+        self.grid_side_shown = side;
+        for &(id, area, grid) in &shown {
+            let key = (grid.id, area, side);
+            if self.grid_picture_keys.get(&id) == Some(&key) {
+                continue;
+            }
+            let picture = match &grid.image {
+                Ok(img) => {
+                    let tiles = tiles::first_tiles(img, grid.count, side);
+                    Picture::encode(&self.images, &tiles, area.width, area.height)
+                }
+                Err(e) => Err(e.clone()),
+            };
+            self.grid_pictures.insert(id, picture);
+            self.grid_picture_keys.insert(id, key);
+        }
+        let kept = |id: &i64| shown.iter().any(|s| s.0 == *id);
+        self.grid_pictures.retain(|id, _| kept(id));
+        self.grid_picture_keys.retain(|id, _| kept(id));
     }
 
     /// Curves in the chart with their colours: the compared runs, then the selected one.
@@ -452,16 +606,44 @@ impl App {
             self.sample_key = None;
             return;
         };
-        let key = (sample.id, inner.width, inner.height, self.color_mode);
+        let key = (sample.id, inner.width, inner.height);
         if self.sample_key == Some(key) {
             return;
         }
-        self.sample = sample.image.as_ref().ok().map(|img| {
-            HalfBlocks::encode(
-                &halfblock::fit(img, inner.width, inner.height),
-                self.color_mode,
-            )
-        });
+        self.sample = sample
+            .image
+            .as_ref()
+            .ok()
+            .and_then(|img| Picture::encode(&self.images, img, inner.width, inner.height).ok());
         self.sample_key = Some(key);
+    }
+}
+
+/// As many tiles per side as keep each tile readable in the cells (judged on the first grid
+/// whose layout is known).
+fn auto_side(images: &ImageBackend, grids: &[(i64, Rect, &SampleImage)]) -> u32 {
+    let (px_w, px_h, min_px) = match images {
+        ImageBackend::HalfBlock(_) => (1, 2, 14),
+        ImageBackend::Graphics(_, picker) => {
+            let f = picker.font_size();
+            (f.width as u32, f.height as u32, 40)
+        }
+    };
+    grids
+        .iter()
+        .find_map(|(_, area, g)| {
+            let layout = GridLayout::of(g.image.as_ref().ok()?, g.count)?;
+            let (w, h) = (area.width as u32 * px_w, area.height as u32 * px_h);
+            Some(tiles::auto_side(w, h, min_px, layout.max_side()))
+        })
+        .unwrap_or(1)
+}
+
+/// `kind`, or back to the loss by step when it is already shown.
+fn toggled(current: ChartKind, kind: ChartKind) -> ChartKind {
+    if current == kind {
+        ChartKind::Loss
+    } else {
+        kind
     }
 }

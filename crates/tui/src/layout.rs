@@ -9,6 +9,8 @@ pub const WIDE_MIN: (u16, u16) = (120, 32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Areas {
     pub header: Rect,
+    /// Everything between the header and the footer: the grid view's.
+    pub body: Rect,
     pub table: Rect,
     /// The tab bar of the compact layout.
     pub tabs: Option<Rect>,
@@ -79,6 +81,7 @@ pub fn areas(area: Rect, table_lines: usize) -> Areas {
         .areas(bottom);
         Areas {
             header,
+            body,
             table,
             tabs: None,
             chart,
@@ -95,6 +98,7 @@ pub fn areas(area: Rect, table_lines: usize) -> Areas {
         .areas(body);
         Areas {
             header,
+            body,
             table,
             tabs: Some(tabs),
             chart: panel,

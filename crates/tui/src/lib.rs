@@ -6,18 +6,23 @@
 //! changed. The UI thread never waits for the database.
 //!
 //! Module map: [`action`] (keys → actions), [`app`] (state), [`filter`], [`sort`], [`loader`]
-//! and [`snapshot`] (reading the store), [`layout`], [`ui`] (drawing), [`halfblock`] (images
-//! in the terminal), `terminal` (taking the terminal and giving it back).
+//! and [`snapshot`] (reading the store), [`layout`], [`matrix`] (the grid view's rows and
+//! columns), [`ui`] (drawing), [`images`] (which protocol draws images, and pictures encoded
+//! for it), [`halfblock`] (the fallback), [`tiles`] (the first tiles of a sample grid),
+//! `terminal` (taking the terminal and giving it back).
 
 pub mod action;
 pub mod app;
 pub mod filter;
 pub mod halfblock;
+pub mod images;
 pub mod layout;
 pub mod loader;
+pub mod matrix;
 pub mod snapshot;
 pub mod sort;
 mod terminal;
+pub mod tiles;
 pub mod ui;
 
 pub use app::{App, AppConfig};
@@ -45,6 +50,8 @@ pub struct TuiOptions {
     pub refresh: Duration,
     /// Show only this sweep at first (the filter `sweep=NAME`, editable with `/`).
     pub sweep: Option<String>,
+    /// Which protocol draws images (`--images`).
+    pub images: images::ImagesFlag,
 }
 
 impl Default for TuiOptions {
@@ -52,6 +59,7 @@ impl Default for TuiOptions {
         TuiOptions {
             refresh: Duration::from_secs(1),
             sweep: None,
+            images: images::ImagesFlag::Auto,
         }
     }
 }
@@ -75,6 +83,10 @@ pub fn run(db_url: &str, options: TuiOptions) -> anyhow::Result<()> {
         bail!("the dashboard needs an interactive terminal (stdin and stdout must be a tty)");
     }
 
+    let mut guard = terminal::TerminalGuard::enter().context("cannot set up the terminal")?;
+    // The terminal is asked about graphics before the input thread starts reading it.
+    let (images, images_note) =
+        images::ImageBackend::detect(options.images, halfblock::ColorMode::detect());
     let config = AppConfig {
         source: store.display_url(),
         refresh: options.refresh,
@@ -82,9 +94,9 @@ pub fn run(db_url: &str, options: TuiOptions) -> anyhow::Result<()> {
             .sweep
             .map(|s| format!("sweep={s}"))
             .unwrap_or_default(),
-        color_mode: halfblock::ColorMode::detect(),
+        images,
+        images_note,
     };
-    let mut guard = terminal::TerminalGuard::enter().context("cannot set up the terminal")?;
     let size = guard.terminal.size()?;
     let mut app = App::new(config, Rect::new(0, 0, size.width, size.height));
 

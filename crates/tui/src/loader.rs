@@ -2,8 +2,8 @@
 //! [`spawn`] runs it on its own thread with its own runtime, on a timer and on demand, so the
 //! UI thread never waits for a query (a sweep may hold SQLite's write lock for a moment).
 
-use crate::snapshot::{Detail, RunInfo, SampleImage, Snapshot, SweepInfo};
-use ddlab_store::{FileState, RunStatus, Store, StoreError, SweepRow};
+use crate::snapshot::{Detail, NllCurve, RunInfo, SampleImage, Snapshot, SweepInfo};
+use ddlab_store::{FileState, RunStatus, SampleInfo, Store, StoreError, SweepRow};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
@@ -19,16 +19,32 @@ pub struct Request {
     pub detail_run: Option<i64>,
     /// Points per curve: about what the chart can resolve, so the database does the averaging.
     pub max_points: usize,
-    /// The chart shows the loss by noise level: load the series runs' latest loss-by-t window.
-    pub by_t: bool,
+    /// What the chart shows, and so what else the series runs need.
+    pub chart: ChartKind,
+    /// Runs whose newest sample grid the grid view shows.
+    pub grid_runs: Vec<i64>,
+}
+
+/// What the chart plots for the series runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChartKind {
+    /// The training loss by step.
+    #[default]
+    Loss,
+    /// The latest loss-by-t window against t/T.
+    LossByT,
+    /// The NLL bound against the training step (`eval_every`).
+    Nll,
 }
 
 /// Loads snapshots, remembering what does not change between loads: curves of runs that made
-/// no progress and the decoded sample grid.
+/// no progress and decoded sample grids.
 #[derive(Default)]
 pub struct Loader {
     series: HashMap<i64, CachedSeries>,
     sample: Option<Arc<SampleImage>>,
+    /// The grid view's decoded grids, by run.
+    grids: HashMap<i64, Arc<SampleImage>>,
 }
 
 struct CachedSeries {
@@ -47,23 +63,55 @@ impl Loader {
             .map(|s| sweep_info(s, &runs))
             .collect();
         let series = self.load_series(store, req, &runs).await?;
-        let mut profiles = BTreeMap::new();
-        if req.by_t {
-            for &id in &req.series_runs {
-                profiles.insert(id, Arc::new(loss_profile(store, id).await?));
+        let (mut profiles, mut nll) = (BTreeMap::new(), BTreeMap::new());
+        for &id in &req.series_runs {
+            match req.chart {
+                ChartKind::Loss => {}
+                ChartKind::LossByT => {
+                    profiles.insert(id, Arc::new(loss_profile(store, id).await?));
+                }
+                ChartKind::Nll => {
+                    nll.insert(id, Arc::new(nll_curve(store, id).await?));
+                }
             }
         }
         let detail = match req.detail_run.filter(|id| runs.iter().any(|r| r.id == *id)) {
             Some(id) => Some(self.detail(store, id).await?),
             None => None,
         };
+        let grids = self.load_grids(store, &req.grid_runs).await?;
         Ok(Snapshot {
             runs,
             sweeps,
             series,
             profiles,
+            nll,
             detail,
+            grids,
         })
+    }
+
+    /// The newest grid of each run the grid view shows: its metadata every load, its PNG
+    /// fetched and decoded only when a newer grid exists.
+    async fn load_grids(
+        &mut self,
+        store: &Store,
+        run_ids: &[i64],
+    ) -> Result<BTreeMap<i64, Arc<SampleImage>>, StoreError> {
+        let mut grids = BTreeMap::new();
+        for &id in run_ids {
+            let Some(info) = store.latest_sample_info(id).await? else {
+                continue;
+            };
+            let image = match self.grids.get(&id) {
+                Some(cached) if cached.id == info.id => cached.clone(),
+                _ => Arc::new(decoded(store, info).await?),
+            };
+            self.grids.insert(id, image.clone());
+            grids.insert(id, image);
+        }
+        self.grids.retain(|id, _| run_ids.contains(id));
+        Ok(grids)
     }
 
     /// The loss curves the chart shows: cached while a run makes no progress.
@@ -145,23 +193,12 @@ impl Loader {
             .cloned()
             .collect();
         // Metadata first: the PNG is fetched and decoded only when a newer grid exists.
-        let sample = match store.samples(run_id).await?.pop() {
+        let sample = match store.latest_sample_info(run_id).await? {
             None => None,
             Some(info) => match &self.sample {
                 Some(cached) if cached.id == info.id => Some(cached.clone()),
                 _ => {
-                    let png = store.sample_png(info.id).await?;
-                    let image = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
-                        .map(|i| i.to_rgb8())
-                        .map_err(|e| format!("cannot decode the sample grid: {e}"));
-                    let s = Arc::new(SampleImage {
-                        id: info.id,
-                        step: info.step,
-                        sampler: info.sampler,
-                        sample_steps: info.sample_steps,
-                        count: info.count,
-                        image,
-                    });
+                    let s = Arc::new(decoded(store, info).await?);
                     self.sample = Some(s.clone());
                     Some(s)
                 }
@@ -173,6 +210,45 @@ impl Loader {
             sample,
         })
     }
+}
+
+/// A sample grid's PNG from the store, decoded (or why it could not be).
+async fn decoded(store: &Store, info: SampleInfo) -> Result<SampleImage, StoreError> {
+    let png = store.sample_png(info.id).await?;
+    let image = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
+        .map(|i| i.to_rgb8())
+        .map_err(|e| format!("cannot decode the sample grid: {e}"));
+    Ok(SampleImage {
+        id: info.id,
+        step: info.step,
+        sampler: info.sampler,
+        sample_steps: info.sample_steps,
+        count: info.count,
+        prompt: info.prompt,
+        guidance: info.guidance,
+        guidance_scale: info.guidance_scale,
+        image,
+    })
+}
+
+/// A run's NLL over training in the way its own final evaluation was computed.
+async fn nll_curve(store: &Store, run_id: i64) -> Result<NllCurve, StoreError> {
+    let evals = store.evals(run_id).await?;
+    let Some(own) = ddlab_store::own_evals(&evals)
+        .into_iter()
+        .find(|e| e.name == "nll_bpd")
+    else {
+        return Ok(NllCurve::default());
+    };
+    let points = evals
+        .iter()
+        .filter(|e| e.name == "nll_bpd" && e.method == own.method)
+        .filter_map(|e| e.value.map(|v| (e.step as f64, v)))
+        .collect();
+    Ok(NllCurve {
+        method: own.method.clone(),
+        points,
+    })
 }
 
 /// A run's latest loss-by-t window as (bucket centre as a fraction of T, mean loss).
@@ -273,23 +349,13 @@ fn sweep_info(s: SweepRow, runs: &[RunInfo]) -> SweepInfo {
     }
 }
 
-/// The config keys whose values differ between runs of sweep `sweep_id` (a missing key
-/// differs from any value), roughly in the order they appear in its runs' configs. Each run
-/// is compared with the first, so this stays linear in the runs on every refresh.
+/// The config keys whose values differ between runs of sweep `sweep_id`.
 fn varying_keys(sweep_id: i64, runs: &[RunInfo]) -> Vec<String> {
-    let mut mine = runs.iter().filter(|r| r.sweep_id == Some(sweep_id));
-    let Some(first) = mine.next() else {
-        return Vec::new();
-    };
-    let mut keys: Vec<String> = Vec::new();
-    for run in mine {
-        for key in first.config.keys().chain(run.config.keys()) {
-            if first.config.get(key) != run.config.get(key) && !keys.contains(key) {
-                keys.push(key.clone());
-            }
-        }
-    }
-    keys
+    let mine: Vec<&RunInfo> = runs
+        .iter()
+        .filter(|r| r.sweep_id == Some(sweep_id))
+        .collect();
+    crate::matrix::varying_keys(&mine)
 }
 
 /// Tells the loader thread what to do.

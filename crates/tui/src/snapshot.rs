@@ -17,8 +17,22 @@ pub struct Snapshot {
     /// With the chart by t: the latest loss-by-t window `(t/T of the bucket's centre, loss)`
     /// of the same runs.
     pub profiles: BTreeMap<i64, Arc<Vec<(f64, f64)>>>,
+    /// With the NLL chart: the same runs' NLL over training.
+    pub nll: BTreeMap<i64, Arc<NllCurve>>,
     /// Evals and newest sample grid of the selected run.
     pub detail: Option<Detail>,
+    /// With the grid view: the newest sample grid of each run shown, by run.
+    pub grids: BTreeMap<i64, Arc<SampleImage>>,
+}
+
+/// A run's NLL bound against its training step, computed one way: the way of the run's own
+/// final evaluation (re-evaluations with other settings are other curves, not points of it).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NllCurve {
+    /// `evals.method` of every point.
+    pub method: String,
+    /// (training step, bits/dim).
+    pub points: Vec<(f64, f64)>,
 }
 
 /// One row of the runs table.
@@ -149,6 +163,10 @@ pub struct SampleImage {
     pub sampler: String,
     pub sample_steps: i64,
     pub count: i64,
+    /// For a guided grid: its prompt, guidance and scale.
+    pub prompt: Option<String>,
+    pub guidance: Option<String>,
+    pub guidance_scale: Option<f64>,
     /// The decoded grid, or why it could not be decoded.
     pub image: Result<RgbImage, String>,
 }

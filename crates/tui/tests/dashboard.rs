@@ -5,11 +5,13 @@
 //! fresh database, so they are the same on every run and stay in.
 
 use ddlab_store::{
-    MetricRow, NewRun, NewSample, RunStatus, Store, SweepAxes, WorkerInfo, sqlite_url,
+    MetricRow, NewEval, NewRun, NewSample, RunStatus, Store, SweepAxes, WorkerInfo, sqlite_url,
 };
-use ddlab_tui::action::Action;
+use ddlab_tui::action::{Action, Mode};
 use ddlab_tui::halfblock::ColorMode;
+use ddlab_tui::images::{ImageBackend, Picture};
 use ddlab_tui::layout::Tab;
+use ddlab_tui::loader::ChartKind;
 use ddlab_tui::loader::Loader;
 use ddlab_tui::{App, AppConfig, ui};
 use ratatui::Terminal;
@@ -58,7 +60,8 @@ impl Fixture {
                 source: self.store.display_url(),
                 refresh: Duration::from_secs(1),
                 filter: filter.into(),
-                color_mode: ColorMode::TrueColor,
+                images: ImageBackend::HalfBlock(ColorMode::TrueColor),
+                images_note: "half blocks (tests)".into(),
             },
             Rect::new(0, 0, w, h),
         );
@@ -414,7 +417,9 @@ fn sample_grid_in_half_blocks() {
     snap!(fx, "sample_80x24", &app);
     // The 24×24 grid fills the panel's height (two pixels per row) in true colour; its
     // top-left tile is red.
-    let cells = app.sample.as_ref().expect("a resampled grid");
+    let Some(Picture::Cells(cells)) = app.sample.as_ref() else {
+        panic!("a resampled grid in half blocks")
+    };
     let image_rows = ddlab_tui::ui::sample::image_area(app.areas.sample).height;
     assert_eq!(cells.height, image_rows);
     assert_eq!(
@@ -882,7 +887,7 @@ fn loss_by_t_view_of_the_compared_runs() {
         &mut loader,
         &[Action::ToggleCompare, Action::ToggleByT],
     );
-    assert!(app.chart.by_t);
+    assert_eq!(app.chart.kind, ChartKind::LossByT);
     let xs: Vec<f64> = app.chart.series[0].points.iter().map(|p| p.0).collect();
     assert_eq!((xs[0], xs[9]), (0.05, 0.95), "bucket centres as t/T");
     let text = render(&app);
@@ -890,5 +895,188 @@ fn loss_by_t_view_of_the_compared_runs() {
     snap!(fx, "loss_by_t_120x40", &app);
     // Back to the loss by step.
     fx.act(&mut app, &mut loader, &[Action::ToggleByT]);
-    assert!(!app.chart.by_t && app.chart.series[0].points.len() > 10);
+    assert!(app.chart.kind == ChartKind::Loss && app.chart.series[0].points.len() > 10);
+}
+
+/// A grid laid out as core's `make_grid` lays one out: `count` tiles of `tile` pixels with a
+/// one-pixel grey gutter, tile k in colour `colours[k % len]`.
+fn layout_png(count: u32, tile: u32, colours: &[[u8; 3]]) -> (Vec<u8>, i64, i64) {
+    let cols = (count as f64).sqrt().ceil() as u32;
+    let rows = count.div_ceil(cols);
+    let pitch = tile + 1;
+    let (w, h) = (cols * pitch + 1, rows * pitch + 1);
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let (cx, cy) = (x / pitch, y / pitch);
+        let k = cy * cols + cx;
+        if x % pitch == 0 || y % pitch == 0 || k >= count {
+            image::Rgb([48, 48, 48])
+        } else {
+            image::Rgb(colours[k as usize % colours.len()])
+        }
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    (out.into_inner(), w as i64, h as i64)
+}
+
+/// Issue 17: `i` lays out every run's newest grid by two keys of the sweep.
+#[test]
+fn grid_view_of_the_sweep() {
+    let fx = Fixture::new();
+    let ids = running_sweep(&fx);
+    let colours = [[230, 60, 40], [40, 180, 90], [60, 80, 230], [230, 230, 60]];
+    fx.block(async {
+        // A 16-image grid for three runs of the sweep (the fourth, pending, has none yet).
+        for (k, run) in [ids.completed, ids.running, ids.failed]
+            .into_iter()
+            .enumerate()
+        {
+            let mut shifted = colours;
+            shifted.rotate_left(k);
+            let (png, width, height) = layout_png(16, 12, &shifted);
+            let grid = NewSample {
+                count: 16,
+                width,
+                height,
+                ..sample(run, 400, png)
+            };
+            fx.store.insert_sample(&grid).await.unwrap();
+        }
+    });
+    let (mut app, mut loader) = fx.app(120, 40, "");
+    fx.act(&mut app, &mut loader, &[Action::ToggleGrid]);
+    assert_eq!(app.mode, Mode::Grid);
+    let m = app.matrix.clone().expect("a matrix");
+    // The sweep's axes in its order: T down the rows, schedule across.
+    assert_eq!(m.row_key.as_deref(), Some("T"));
+    assert_eq!(m.col_key.as_deref(), Some("schedule"));
+    assert_eq!(m.rows, ["100", "1000"]);
+    assert_eq!(m.cols, ["linear", "cosine"]);
+    let pending = ids.failed + 1;
+    assert_eq!(
+        m.cells,
+        [
+            Some(ids.completed),
+            Some(ids.failed),
+            Some(ids.running),
+            Some(pending)
+        ]
+    );
+    assert_eq!(app.request().grid_runs.len(), 4);
+    assert_eq!(app.grid_pictures.len(), 3, "three grids, one pending run");
+    // Large cells: more than one tile per side, chosen to keep tiles readable.
+    assert!(app.grid_side_shown >= 2, "{}", app.grid_side_shown);
+    let text = render(&app);
+    assert!(text.contains("no grid yet"), "{text}");
+    assert!(text.contains("T↓ schedule→"), "{text}");
+    snap!(fx, "grid_view_120x40", &app);
+
+    // Down moves to T = 1000 in the same column; right to cosine.
+    fx.act(
+        &mut app,
+        &mut loader,
+        &[Action::GridMove { rows: 1, cols: 0 }],
+    );
+    assert_eq!(app.selected, Some(ids.running));
+    fx.act(
+        &mut app,
+        &mut loader,
+        &[Action::GridMove { rows: 0, cols: 1 }],
+    );
+    assert_eq!(app.selected, Some(pending));
+    // One tile each, then the columns by nothing: schedule is held at the selection's.
+    fx.act(&mut app, &mut loader, &[Action::FewerTiles; 8]);
+    assert_eq!((app.grid_side, app.grid_side_shown), (Some(1), 1));
+    fx.act(&mut app, &mut loader, &[Action::CycleGridCols]);
+    let m = app.matrix.clone().unwrap();
+    assert_eq!(m.col_key, None);
+    assert_eq!(m.fixed, [("schedule".to_string(), "cosine".to_string())]);
+    assert_eq!(m.cells, [Some(ids.failed), Some(pending)]);
+    // Back to the dashboard.
+    fx.act(&mut app, &mut loader, &[Action::ToggleGrid]);
+    assert_eq!(app.mode, Mode::Normal);
+    assert!(app.request().grid_runs.is_empty());
+
+    let (mut small, mut loader) = fx.app(80, 24, "");
+    fx.act(&mut small, &mut loader, &[Action::ToggleGrid]);
+    assert_eq!(small.grid_pictures.len(), 3);
+    snap!(fx, "grid_view_80x24", &small);
+    // The filter narrows the matrix and returns to the grid view.
+    let mut typing = vec![Action::OpenFilter];
+    typing.extend("schedule=linear".chars().map(Action::FilterChar));
+    typing.push(Action::FilterApply);
+    fx.act(&mut small, &mut loader, &typing);
+    assert_eq!(small.mode, Mode::Grid);
+    let m = small.matrix.clone().unwrap();
+    assert_eq!((m.row_key.as_deref(), m.col_key), (Some("T"), None));
+}
+
+/// Issue 17: `n` plots the NLL over training in the way each run's own evaluation was made,
+/// and says so when the compared runs' ways differ.
+#[test]
+fn nll_over_training_of_the_compared_runs() {
+    let fx = Fixture::new();
+    let ids = running_sweep(&fx);
+    let method = |images: u32| {
+        format!("nll images={images} timesteps=50 variance=beta-tilde clip_x0=true seed=0")
+    };
+    fx.block(async {
+        let s = &fx.store;
+        let record = |run_id, step, images, value| {
+            let m = method(images);
+            async move {
+                s.record_eval(&NewEval {
+                    run_id,
+                    name: "nll_bpd",
+                    step,
+                    method: &m,
+                    value: Some(value),
+                    details_json: "{}",
+                })
+                .await
+                .unwrap()
+            }
+        };
+        // The running run: eval_every = 200 with 256 images.
+        for (step, v) in [(200, 5.1), (400, 4.4), (600, 4.1)] {
+            record(ids.running, step, 256, v).await;
+        }
+        // The failed run with 128 images, and later a re-evaluation with 1024 (not its own).
+        record(ids.failed, 400, 128, 4.6).await;
+        // Timestamps have milliseconds: the re-evaluation is recorded after the run's own.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        record(ids.failed, 400, 1024, 4.5).await;
+    });
+    let (mut app, mut loader) = fx.app(120, 40, "");
+    app.selected = Some(ids.running);
+    fx.act(&mut app, &mut loader, &[Action::ToggleCompare]);
+    app.selected = Some(ids.failed);
+    fx.act(
+        &mut app,
+        &mut loader,
+        &[Action::ToggleCompare, Action::ToggleNll],
+    );
+    let chart = &app.chart;
+    assert_eq!(chart.kind, ChartKind::Nll);
+    assert_eq!(
+        chart.series[0].points,
+        [(200.0, 5.1), (400.0, 4.4), (600.0, 4.1)]
+    );
+    // The failed run's own evaluation only: one point, not the re-evaluation.
+    assert_eq!(chart.series[1].points, [(400.0, 4.6)]);
+    assert!(chart.methods_differ);
+    assert!(
+        chart.series[0].label.ends_with("[images=256]"),
+        "{}",
+        chart.series[0].label
+    );
+    assert!(chart.series[1].label.ends_with("[images=128]"));
+    let text = render(&app);
+    assert!(text.contains("⚠ computed differently"), "{text}");
+    snap!(fx, "nll_over_training_120x40", &app);
+    // Alone, a run's curve has no warning; `n` again is the loss.
+    fx.act(&mut app, &mut loader, &[Action::ClearCompare]);
+    assert!(!app.chart.methods_differ);
+    fx.act(&mut app, &mut loader, &[Action::ToggleNll]);
+    assert_eq!(app.chart.kind, ChartKind::Loss);
 }

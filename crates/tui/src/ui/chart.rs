@@ -1,8 +1,10 @@
-//! The loss chart: the compared runs and the selected one overlaid, on a linear or log scale,
-//! optionally smoothed. [`ChartModel::build`] prepares the curves when the state changes;
-//! [`draw`] only hands them to ratatui's `Chart`.
+//! The chart: the compared runs and the selected one overlaid — the loss by step or by t/T, or
+//! the NLL bound over training — on a linear or log scale, optionally smoothed.
+//! [`ChartModel::build`] prepares the curves when the state changes; [`draw`] only hands them
+//! to ratatui's `Chart`.
 
 use crate::app::App;
+use crate::loader::ChartKind;
 use crate::snapshot::Snapshot;
 use crate::ui::format;
 use ratatui::Frame;
@@ -25,8 +27,9 @@ pub struct ChartModel {
     pub y_labels: Vec<String>,
     pub log: bool,
     pub smooth: bool,
-    /// x is t/T (the latest loss-by-t window), not the training step.
-    pub by_t: bool,
+    pub kind: ChartKind,
+    /// The NLL curves were computed in different ways (their labels say how).
+    pub methods_differ: bool,
     /// Shown instead of the chart when there is nothing to draw.
     pub message: Option<String>,
 }
@@ -36,7 +39,7 @@ pub struct ChartSeries {
     pub run_id: i64,
     pub label: String,
     pub color: Color,
-    /// (step, loss) with the log and the smoothing applied.
+    /// (x, y) with the log and the smoothing applied.
     pub points: Vec<(f64, f64)>,
 }
 
@@ -46,14 +49,15 @@ impl ChartModel {
         runs: &[(i64, Color)],
         log: bool,
         smooth: bool,
-        by_t: bool,
+        kind: ChartKind,
     ) -> ChartModel {
-        // The loss by t is one window's profile: nothing to smooth along t.
-        let smooth = smooth && !by_t;
+        // The loss by t is one window's profile and the NLL a few evaluations: only the loss
+        // curve is smoothed.
+        let smooth = smooth && kind == ChartKind::Loss;
         let mut m = ChartModel {
             log,
             smooth,
-            by_t,
+            kind,
             ..Default::default()
         };
         let Some(snap) = snapshot else {
@@ -65,9 +69,14 @@ impl ChartModel {
             return m;
         }
         let mut waiting = false;
+        let suffixes = method_suffixes(snap, runs, kind);
         for &(id, color) in runs {
-            let source = if by_t { &snap.profiles } else { &snap.series };
-            let Some(raw) = source.get(&id) else {
+            let raw = match kind {
+                ChartKind::Loss => snap.series.get(&id).map(|s| s.as_slice()),
+                ChartKind::LossByT => snap.profiles.get(&id).map(|s| s.as_slice()),
+                ChartKind::Nll => snap.nll.get(&id).map(|c| c.points.as_slice()),
+            };
+            let Some(raw) = raw else {
                 waiting = true;
                 continue;
             };
@@ -91,20 +100,28 @@ impl ChartModel {
                 .iter()
                 .find(|r| r.id == id)
                 .map_or(String::new(), |r| r.name.clone());
+            // How it was computed is what tells the curves apart then: that instead of the
+            // name, so the legend stays narrow enough to be shown.
+            let label = match suffixes.get(&id) {
+                Some(how) => format!("#{id} [{how}]"),
+                None => format!("#{id} {name}"),
+            };
             m.series.push(ChartSeries {
                 run_id: id,
-                label: format!("#{id} {name}"),
+                label,
                 color,
                 points,
             });
         }
+        m.methods_differ = !suffixes.is_empty();
         if m.series.is_empty() {
-            m.message = Some(if waiting {
-                "loading…".into()
-            } else if by_t {
-                "no loss by t recorded yet".into()
-            } else {
-                "no loss recorded yet".into()
+            m.message = Some(match (waiting, kind) {
+                (true, _) => "loading…".into(),
+                (false, ChartKind::Loss) => "no loss recorded yet".into(),
+                (false, ChartKind::LossByT) => "no loss by t recorded yet".into(),
+                (false, ChartKind::Nll) => {
+                    "no NLL evaluated yet (eval_nll; eval_every for one over training)".into()
+                }
             });
             return m;
         }
@@ -115,7 +132,7 @@ impl ChartModel {
 
     /// Bounds and labels that fit every series (x over [0, 1] by t/T).
     fn set_axes(&mut self) {
-        let (log, by_t) = (self.log, self.by_t);
+        let (log, by_t) = (self.log, self.kind == ChartKind::LossByT);
         let all = self.series.iter().flat_map(|s| s.points.iter());
         let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
         for &(x, y) in all {
@@ -161,6 +178,37 @@ impl ChartModel {
     }
 }
 
+/// For NLL curves computed in different ways, each run's settings that not all share
+/// (`images=1024 timesteps=1000`); empty when they agree, or for the loss.
+fn method_suffixes(
+    snap: &Snapshot,
+    runs: &[(i64, Color)],
+    kind: ChartKind,
+) -> std::collections::BTreeMap<i64, String> {
+    let mut out = std::collections::BTreeMap::new();
+    if kind != ChartKind::Nll {
+        return out;
+    }
+    let methods: Vec<(i64, &str)> = runs
+        .iter()
+        .filter_map(|(id, _)| snap.nll.get(id).map(|c| (*id, c.method.as_str())))
+        .filter(|(_, m)| !m.is_empty())
+        .collect();
+    if methods.windows(2).all(|w| w[0].1 == w[1].1) {
+        return out;
+    }
+    let shared = |token: &str| {
+        methods
+            .iter()
+            .all(|(_, m)| m.split(' ').any(|t| t == token))
+    };
+    for (id, method) in &methods {
+        let own: Vec<&str> = method.split(' ').filter(|t| !shared(t)).collect();
+        out.insert(*id, own.join(" "));
+    }
+    out
+}
+
 /// Debiased exponential moving average (as TensorBoard smooths): early points are not pulled
 /// toward zero.
 pub fn ema(points: &[(f64, f64)], weight: f64) -> Vec<(f64, f64)> {
@@ -178,12 +226,20 @@ pub fn ema(points: &[(f64, f64)], weight: f64) -> Vec<(f64, f64)> {
 
 pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
     let m = &app.chart;
-    let by = if m.by_t {
-        "by t/T, latest window (t: by step) "
-    } else {
-        "by step (t: by t/T) "
+    let (what, by) = match m.kind {
+        ChartKind::Loss => (" Loss ", "by step (t: by t/T, n: NLL) "),
+        ChartKind::LossByT => (" Loss ", "by t/T, latest window (t: by step) "),
+        ChartKind::Nll => (" NLL ", "bits/dim by training step (n: loss) "),
     };
-    let mut title = vec![" Loss ".bold(), by.dark_gray()];
+    let mut title = vec![what.bold()];
+    if m.methods_differ {
+        // First, so that a narrow chart keeps it.
+        title.push(Span::styled(
+            "⚠ computed differently, see legend ",
+            Style::new().fg(Color::Yellow),
+        ));
+    }
+    title.push(by.dark_gray());
     let mut flags = Vec::new();
     if m.log {
         flags.push("log");
@@ -208,10 +264,16 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
         .series
         .iter()
         .map(|s| {
+            // A single evaluation is a point: a line needs two.
+            let graph = if s.points.len() == 1 {
+                GraphType::Scatter
+            } else {
+                GraphType::Line
+            };
             Dataset::default()
                 .name(s.label.as_str())
                 .marker(Marker::Braille)
-                .graph_type(GraphType::Line)
+                .graph_type(graph)
                 .style(Style::new().fg(s.color))
                 .data(&s.points)
         })

@@ -4,6 +4,7 @@ pub mod chart;
 pub mod details;
 pub mod diff;
 pub mod format;
+pub mod grid_view;
 pub mod help;
 pub mod runs_table;
 pub mod sample;
@@ -33,6 +34,14 @@ pub fn draw(frame: &mut Frame, app: &App) {
         crate::layout::areas(frame.area(), app.lines.len())
     };
     header(frame, app, areas.header);
+    if app.grid_open() {
+        grid_view::draw(frame, app, areas.body);
+        footer(frame, app, areas.footer);
+        if app.mode == Mode::Help {
+            help::draw(frame, frame.area(), &app.images_note);
+        }
+        return;
+    }
     runs_table::draw(frame, app, areas.table);
     match areas.tabs {
         Some(tabs) => {
@@ -56,7 +65,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     }
     footer(frame, app, areas.footer);
     if app.mode == Mode::Help {
-        help::draw(frame, frame.area());
+        help::draw(frame, frame.area(), &app.images_note);
     }
 }
 
@@ -169,7 +178,8 @@ fn footer(frame: &mut Frame, app: &App, area: Rect) {
         }
         // Then the keys, as many as fit, dropping the least needed first (`?` lists them all).
         let used: usize = spans.iter().map(Span::width).sum();
-        for (k, what) in fitting_hints(area.width as usize - used.min(area.width as usize)) {
+        let hints: &[Hint] = if app.grid_open() { &GRID_HINTS } else { &HINTS };
+        for (k, what) in fitting_hints(hints, area.width as usize - used.min(area.width as usize)) {
             spans.push(key(k));
             spans.push(Span::raw(what));
         }
@@ -178,33 +188,48 @@ fn footer(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(Paragraph::new(line), area);
 }
 
-/// Key hints of the footer in display order, with their priority (lower goes last).
-const HINTS: [(&str, &str, u8); 8] = [
-    ("j/k", " move ", 6),
-    ("⏎", " compare ", 5),
-    ("/", " filter ", 4),
+/// A key hint of the footer: key, what it does, priority (lower goes first when short of room).
+type Hint = (&'static str, &'static str, u8);
+
+/// The dashboard's hints in display order.
+const HINTS: [Hint; 9] = [
+    ("j/k", " move ", 7),
+    ("⏎", " compare ", 6),
+    ("/", " filter ", 5),
+    ("i", " grids ", 4),
     ("s", " sort ", 2),
     ("l", " log ", 1),
     ("m", " smooth ", 0),
-    ("?", " help ", 7),
-    ("q", " quit ", 8),
+    ("?", " help ", 8),
+    ("q", " quit ", 9),
+];
+
+/// The grid view's.
+const GRID_HINTS: [Hint; 7] = [
+    ("←↓↑→", " move ", 7),
+    ("y/x", " rows/columns ", 6),
+    ("+/-", " tiles ", 5),
+    ("⏎", " compare ", 2),
+    ("i", " back ", 4),
+    ("?", " help ", 8),
+    ("q", " quit ", 9),
 ];
 
 /// The hints that fit in `width` columns: the most needed ones, in display order.
-fn fitting_hints(width: usize) -> Vec<(&'static str, &'static str)> {
-    let len = |(k, what, _): &(&str, &str, u8)| k.chars().count() + what.chars().count();
-    let mut by_priority: Vec<usize> = (0..HINTS.len()).collect();
-    by_priority.sort_by_key(|&i| std::cmp::Reverse(HINTS[i].2));
-    let mut keep = [false; HINTS.len()];
+fn fitting_hints(hints: &[Hint], width: usize) -> Vec<(&'static str, &'static str)> {
+    let len = |(k, what, _): &Hint| k.chars().count() + what.chars().count();
+    let mut by_priority: Vec<usize> = (0..hints.len()).collect();
+    by_priority.sort_by_key(|&i| std::cmp::Reverse(hints[i].2));
+    let mut keep = vec![false; hints.len()];
     let mut used = 0;
     for i in by_priority {
-        if used + len(&HINTS[i]) > width {
+        if used + len(&hints[i]) > width {
             break;
         }
-        used += len(&HINTS[i]);
+        used += len(&hints[i]);
         keep[i] = true;
     }
-    HINTS
+    hints
         .iter()
         .zip(keep)
         .filter(|(_, k)| *k)
@@ -218,13 +243,13 @@ mod tests {
 
     #[test]
     fn footer_hints_drop_the_least_needed_first() {
-        let keys = |w| -> Vec<&str> { fitting_hints(w).iter().map(|h| h.0).collect() };
-        assert_eq!(keys(200), ["j/k", "⏎", "/", "s", "l", "m", "?", "q"]);
-        // "j/k move ⏎ compare / filter ? help q quit " is 42 columns, " sort " 7 more.
+        let keys = |w| -> Vec<&str> { fitting_hints(&HINTS, w).iter().map(|h| h.0).collect() };
+        assert_eq!(keys(200), ["j/k", "⏎", "/", "i", "s", "l", "m", "?", "q"]);
+        // "j/k move ⏎ compare / filter ? help q quit " is 42 columns, " i grids " 8 more.
         assert_eq!(keys(41), ["j/k", "⏎", "?", "q"]);
         assert_eq!(keys(42), ["j/k", "⏎", "/", "?", "q"]);
-        assert_eq!(keys(48), ["j/k", "⏎", "/", "?", "q"]);
-        assert_eq!(keys(49), ["j/k", "⏎", "/", "s", "?", "q"]);
+        assert_eq!(keys(49), ["j/k", "⏎", "/", "?", "q"]);
+        assert_eq!(keys(50), ["j/k", "⏎", "/", "i", "?", "q"]);
         assert_eq!(keys(14), ["?", "q"]);
         assert_eq!(keys(13), ["q"]);
         assert_eq!(keys(0), Vec::<&str>::new());

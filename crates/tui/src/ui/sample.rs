@@ -1,8 +1,7 @@
-//! The newest sample grid of the selected run, drawn with half blocks (resampled beforehand by
-//! the state, see `App::derive_sample`).
+//! The newest sample grid of the selected run, in the terminal's graphics protocol or half
+//! blocks (encoded beforehand by the state, see `App::derive_sample`).
 
 use crate::app::App;
-use crate::halfblock::ColorMode;
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::Stylize;
@@ -47,10 +46,11 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
         frame.render_widget(message("no sample grid yet".into()), inner);
         return;
     };
-    let mode = match app.color_mode {
-        ColorMode::TrueColor => "",
-        ColorMode::Ansi256 => " · 256 colours",
-        ColorMode::Grey => " · grey",
+    let label = app.images.label();
+    let mode = if label.is_empty() {
+        label
+    } else {
+        format!(" · {label}")
     };
     // The long form when it fits, else the short one.
     let long = format!(
@@ -71,15 +71,17 @@ pub fn draw(frame: &mut Frame, app: &App, area: Rect) {
             Paragraph::new(e.as_str().red()).wrap(Wrap { trim: true }),
             image,
         ),
-        (Ok(_), Some(cells)) => {
+        (Ok(_), Some(picture)) => {
             // Centred horizontally, at the top.
-            let x = image.x + image.width.saturating_sub(cells.width) / 2;
+            let (width, height) = picture.size();
+            let x = image.x + image.width.saturating_sub(width) / 2;
             let at = Rect {
                 x,
-                width: cells.width.min(image.width),
+                width: width.min(image.width),
+                height: height.min(image.height),
                 ..image
             };
-            frame.render_widget(cells, at);
+            frame.render_widget(picture, at);
         }
         (Ok(_), None) => {}
     }
