@@ -86,8 +86,7 @@ pub async fn load(store: &Store, sweep_name: &str) -> Result<SweepData> {
             _ => BTreeMap::new(),
         };
         let loss = store.metric_series(row.id, "loss", CURVE_POINTS).await?;
-        let tail = store.metric_series(row.id, "loss", 50).await?;
-        let final_loss = tail.last().map(|p| p.1);
+        let final_loss = store.metric_tail_mean(row.id, "loss", 50).await?;
         let eval_rows = store.evals(row.id).await?;
         let own = ddlab_store::own_evals(&eval_rows);
         let evals = own

@@ -12,6 +12,7 @@ pub mod diff;
 pub mod grids;
 pub mod page;
 mod pruning;
+mod reevals;
 
 use anyhow::{Context, Result};
 use ddlab_store::Store;

@@ -166,6 +166,7 @@ pub fn markdown(data: &SweepData, charts: &[(String, ChartFiles)], dir: &Path) -
         }
     }
     s.push_str(&crate::pruning::markdown(data));
+    s.push_str(&crate::reevals::markdown(data));
     let _ = writeln!(s, "\n## Charts\n");
     for (title, f) in charts {
         let _ = writeln!(
@@ -219,6 +220,7 @@ pub fn html(
     );
     runs_table_html(&mut s, data);
     s.push_str(&crate::pruning::html(data));
+    s.push_str(&crate::reevals::html(data));
     for (title, f) in charts {
         let _ = writeln!(
             s,

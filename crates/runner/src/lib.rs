@@ -15,6 +15,7 @@ pub mod loss_by_t;
 pub mod provenance;
 pub mod prune;
 pub mod recorder;
+pub mod reevaluate;
 pub mod sampling;
 pub mod slurm;
 pub mod sweep;

@@ -132,10 +132,12 @@ impl Recorder {
             .any(|s| s.step == step as i64 && s.guidance.is_some() == guided))
     }
 
-    /// Whether an evaluation of this name is recorded for the run (at any step, any method).
-    pub fn has_eval(&self, name: &str) -> Result<bool> {
+    /// Whether an evaluation of this name is recorded at this step (any method).
+    pub fn has_eval_step(&self, name: &str, step: usize) -> Result<bool> {
         let evals = self.store.block(self.store.store().evals(self.run_id))?;
-        Ok(evals.iter().any(|e| e.name == name))
+        Ok(evals
+            .iter()
+            .any(|e| e.name == name && e.step == step as i64))
     }
 
     /// The first value recorded for this name at this step (any method), if any.

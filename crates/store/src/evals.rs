@@ -10,17 +10,18 @@ impl Store {
     /// Records (or replaces) an evaluation of one step computed one way.
     pub async fn record_eval(&self, e: &NewEval<'_>) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
+        sqlx::query(crate::sql(format!(
             "INSERT INTO evals (run_id, name, step, method, value, details_json, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             VALUES ($1, $2, $3, $4, {}, $6, $7)
              ON CONFLICT (run_id, name, step, method) DO UPDATE SET value = excluded.value,
                   details_json = excluded.details_json, created_at = excluded.created_at",
-        )
+            self.float_arg(5)
+        )))
         .bind(e.run_id)
         .bind(e.name)
         .bind(e.step)
         .bind(e.method)
-        .bind(e.value.filter(|v| v.is_finite()))
+        .bind(crate::float_param(e.value))
         .bind(e.details_json)
         .bind(now_rfc3339())
         .execute(&mut *tx)

@@ -27,6 +27,7 @@ mod samples;
 mod schema;
 mod summary;
 mod sweeps;
+mod synthetic;
 mod time;
 
 pub use connect::{CONNECT_TIMEOUT, MIGRATOR_POSTGRES, MIGRATOR_SQLITE, OpenMode};
@@ -143,6 +144,25 @@ pub fn resolve_url(explicit: Option<&str>) -> String {
 /// Turns a path into a `sqlite://` URL.
 pub fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}", path.display())
+}
+
+/// A nullable float as the store binds it: NaN stands for NULL. sqlx 0.9's Any driver binds
+/// a NULL `f64` as a `float4` on PostgreSQL, and a statement first prepared so on a connection
+/// then refuses every `f64` bound to it ("incorrect binary data format"); a NaN is a `float8`
+/// like any value. SQLite stores a bound NaN as NULL itself; PostgreSQL reads it back through
+/// [`Store::float_arg`].
+pub(crate) fn float_param(v: Option<f64>) -> f64 {
+    v.filter(|x| x.is_finite()).unwrap_or(f64::NAN)
+}
+
+impl Store {
+    /// The SQL for placeholder `$n` bound with [`float_param`]: NULL where it is NaN.
+    pub(crate) fn float_arg(&self, n: usize) -> String {
+        match self.backend() {
+            Backend::Sqlite => format!("${n}"),
+            Backend::Postgres => format!("NULLIF(${n}, 'NaN'::float8)"),
+        }
+    }
 }
 
 /// Marks SQL text assembled in this crate from constant fragments (column lists, table names,

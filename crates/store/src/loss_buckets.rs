@@ -21,7 +21,12 @@ impl Store {
                 if i > 0 {
                     stmt.push(',');
                 }
-                let marks: Vec<String> = (1..=10).map(|k| format!("${}", b + k)).collect();
+                let marks: Vec<String> = (1..=10)
+                    .map(|k| match k {
+                        8 | 9 => self.float_arg(b + k),
+                        _ => format!("${}", b + k),
+                    })
+                    .collect();
                 stmt.push_str(&format!("({})", marks.join(", ")));
             }
             stmt.push_str(
@@ -39,8 +44,8 @@ impl Store {
                     .bind(r.t_lo)
                     .bind(r.t_hi)
                     .bind(r.count)
-                    .bind(r.loss.filter(|v| v.is_finite()))
-                    .bind(r.weighted_loss.filter(|v| v.is_finite()))
+                    .bind(crate::float_param(r.loss))
+                    .bind(crate::float_param(r.weighted_loss))
                     .bind(r.wall_time);
             }
             q.execute(&mut *tx).await?;

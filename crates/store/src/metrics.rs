@@ -1,8 +1,103 @@
 //! The `metrics` table: batched writes, truncation on resume, and curves averaged in the
-//! database.
+//! database; `run_stats` (each run's last and best loss) kept in step with its loss rows.
 
 use crate::{MetricRow, Result, Store, sql};
 use sqlx::Row;
+use std::collections::BTreeMap;
+
+/// The metric `run_stats` summarises.
+const LOSS: &str = "loss";
+
+/// Steps averaged into one point of a curve of about `max_points` points up to `max_step`.
+fn series_bucket(max_step: i64, max_points: usize) -> i64 {
+    ((max_step + 1) as f64 / max_points.max(1) as f64)
+        .ceil()
+        .max(1.0) as i64
+}
+
+/// What one batch says about a run's loss: its newest step and value, its lowest finite value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LossStats {
+    last_step: i64,
+    last_loss: Option<f64>,
+    best_loss: Option<f64>,
+}
+
+/// The loss summary of each run in `rows`, as the `run_summary` view defines it: a non-finite
+/// value is NULL (it can be the last loss, never the best).
+fn loss_stats(rows: &[MetricRow]) -> BTreeMap<i64, LossStats> {
+    let mut out: BTreeMap<i64, LossStats> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.name == LOSS) {
+        let value = r.value.filter(|v| v.is_finite());
+        let s = out.entry(r.run_id).or_insert(LossStats {
+            last_step: r.step,
+            last_loss: value,
+            best_loss: None,
+        });
+        if r.step >= s.last_step {
+            s.last_step = r.step;
+            s.last_loss = value;
+        }
+        if let Some(v) = value {
+            s.best_loss = Some(s.best_loss.map_or(v, |b| b.min(v)));
+        }
+    }
+    out
+}
+
+/// Folds a batch's summary into `run_stats` (both backends evaluate `SET` on the old row).
+async fn update_run_stats(
+    store: &Store,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    stats: &BTreeMap<i64, LossStats>,
+) -> Result<()> {
+    let statement = format!(
+        "INSERT INTO run_stats (run_id, last_step, last_loss, best_loss) VALUES ($1, $2, {}, {})
+             ON CONFLICT (run_id) DO UPDATE SET
+               last_loss = CASE WHEN excluded.last_step >= run_stats.last_step
+                                THEN excluded.last_loss ELSE run_stats.last_loss END,
+               last_step = CASE WHEN excluded.last_step >= run_stats.last_step
+                                THEN excluded.last_step ELSE run_stats.last_step END,
+               best_loss = CASE WHEN run_stats.best_loss IS NULL THEN excluded.best_loss
+                                WHEN excluded.best_loss IS NULL THEN run_stats.best_loss
+                                WHEN excluded.best_loss < run_stats.best_loss THEN excluded.best_loss
+                                ELSE run_stats.best_loss END",
+        store.float_arg(3),
+        store.float_arg(4)
+    );
+    for (run_id, s) in stats {
+        sqlx::query(sql(statement.clone()))
+            .bind(run_id)
+            .bind(s.last_step)
+            .bind(crate::float_param(s.last_loss))
+            .bind(crate::float_param(s.best_loss))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Recomputes one run's `run_stats` row from its loss rows (after rows were dropped).
+pub(crate) async fn recompute_run_stats(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    run_id: i64,
+) -> Result<()> {
+    sqlx::query("DELETE FROM run_stats WHERE run_id = $1")
+        .bind(run_id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO run_stats (run_id, last_step, last_loss, best_loss)
+         SELECT run_id, step, value,
+                (SELECT MIN(value) FROM metrics WHERE run_id = $1 AND name = $2)
+         FROM metrics WHERE run_id = $1 AND name = $2 ORDER BY step DESC LIMIT 1",
+    )
+    .bind(run_id)
+    .bind(LOSS)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
 
 impl Store {
     /// Writes a batch of metric rows in one transaction (idempotent per (run, name, step)).
@@ -20,11 +115,11 @@ impl Store {
                     stmt.push(',');
                 }
                 stmt.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${})",
+                    "(${}, ${}, ${}, {}, ${})",
                     b + 1,
                     b + 2,
                     b + 3,
-                    b + 4,
+                    self.float_arg(b + 4),
                     b + 5
                 ));
             }
@@ -37,25 +132,29 @@ impl Store {
                     .bind(r.run_id)
                     .bind(r.step)
                     .bind(r.name.as_str())
-                    .bind(r.value.filter(|v| v.is_finite()))
+                    .bind(crate::float_param(r.value))
                     .bind(r.wall_time);
             }
             q.execute(&mut *tx).await?;
         }
+        update_run_stats(self, &mut tx, &loss_stats(rows)).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Drops metric rows after `step` (before re-running steps from a checkpoint).
+    /// Drops metric rows after `step` (before re-running steps from a checkpoint), and
+    /// recomputes the run's summary from what is left, in one transaction.
     pub async fn delete_metrics_after(&self, run_id: i64, step: i64) -> Result<u64> {
-        Ok(
-            sqlx::query("DELETE FROM metrics WHERE run_id = $1 AND step > $2")
-                .bind(run_id)
-                .bind(step)
-                .execute(self.pool())
-                .await?
-                .rows_affected(),
-        )
+        let mut tx = self.begin_write().await?;
+        let dropped = sqlx::query("DELETE FROM metrics WHERE run_id = $1 AND step > $2")
+            .bind(run_id)
+            .bind(step)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        recompute_run_stats(&mut tx, run_id).await?;
+        tx.commit().await?;
+        Ok(dropped)
     }
 
     /// Metric names recorded for a run.
@@ -77,21 +176,10 @@ impl Store {
         name: &str,
         max_points: usize,
     ) -> Result<Vec<(i64, f64)>> {
-        let stats = sqlx::query(
-            "SELECT COUNT(*), COALESCE(MAX(step), 0) FROM metrics WHERE run_id = $1 AND name = $2",
-        )
-        .bind(run_id)
-        .bind(name)
-        .fetch_one(self.pool())
-        .await?;
-        let count: i64 = stats.try_get(0)?;
-        let max_step: i64 = stats.try_get(1)?;
-        if count == 0 {
+        let Some(max_step) = self.max_step(run_id, name).await? else {
             return Ok(vec![]);
-        }
-        let bucket = ((max_step + 1) as f64 / max_points.max(1) as f64)
-            .ceil()
-            .max(1.0) as i64;
+        };
+        let bucket = series_bucket(max_step, max_points);
         let rows = sqlx::query(
             "SELECT MIN(step) AS s, AVG(value) AS v FROM metrics
              WHERE run_id = $1 AND name = $2 AND value IS NOT NULL
@@ -105,6 +193,41 @@ impl Store {
         rows.iter()
             .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<f64, _>(1)?)))
             .collect()
+    }
+
+    /// The newest step of a run's metric (one seek on the primary key; a count would read
+    /// every row).
+    async fn max_step(&self, run_id: i64, name: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MAX(step) FROM metrics WHERE run_id = $1 AND name = $2")
+            .bind(run_id)
+            .bind(name)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?)
+    }
+
+    /// The last point of [`metric_series`](Self::metric_series) with `points` points (the
+    /// mean of the finite values in its last bucket), read from that bucket alone.
+    pub async fn metric_tail_mean(
+        &self,
+        run_id: i64,
+        name: &str,
+        points: usize,
+    ) -> Result<Option<f64>> {
+        let Some(max_step) = self.max_step(run_id, name).await? else {
+            return Ok(None);
+        };
+        let bucket = series_bucket(max_step, points);
+        let row = sqlx::query(
+            "SELECT AVG(value) FROM metrics
+             WHERE run_id = $1 AND name = $2 AND step >= $3 AND value IS NOT NULL",
+        )
+        .bind(run_id)
+        .bind(name)
+        .bind(max_step / bucket * bucket)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get::<Option<f64>, _>(0)?)
     }
 
     /// The newest non-NULL value of each of a run's metrics, with its step, by name: one seek per

@@ -102,23 +102,25 @@ impl Store {
         let d = decide(&entries);
         let decision = if d.go_on { "continue" } else { "pruned" };
         let now = now_rfc3339();
-        let id: i64 = sqlx::query_scalar(
+        let id: i64 = sqlx::query_scalar(crate::sql(format!(
             "INSERT INTO rungs (sweep_id, run_id, rung, metric, value, group_key, trial_key,
                                 decision, rank, trials, kept, threshold, reason, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
-        )
+             VALUES ($1, $2, $3, $4, {}, $6, $7, $8, $9, $10, $11, {}, $13, $14) RETURNING id",
+            self.float_arg(5),
+            self.float_arg(12)
+        )))
         .bind(new.sweep_id)
         .bind(new.run_id)
         .bind(new.rung)
         .bind(new.metric)
-        .bind(new.value.filter(|v| v.is_finite()))
+        .bind(crate::float_param(new.value))
         .bind(new.group_key)
         .bind(new.trial_key)
         .bind(decision)
         .bind(d.rank)
         .bind(d.trials)
         .bind(d.kept)
-        .bind(d.threshold)
+        .bind(crate::float_param(d.threshold))
         .bind(&d.reason)
         .bind(&now)
         .fetch_one(&mut *tx)

@@ -7,18 +7,19 @@ use sqlx::Row;
 impl Store {
     pub async fn insert_sample(&self, s: &NewSample) -> Result<i64> {
         let mut tx = self.begin_write().await?;
-        let id = sqlx::query(
+        let id = sqlx::query(crate::sql(format!(
             "INSERT INTO samples (run_id, step, sampler, sample_steps, prompt, guidance, guidance_scale,
                                   count, width, height, png, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, {}, $8, $9, $10, $11, $12) RETURNING id",
+            self.float_arg(7)
+        )))
         .bind(s.run_id)
         .bind(s.step)
         .bind(&s.sampler)
         .bind(s.sample_steps)
         .bind(&s.prompt)
         .bind(&s.guidance)
-        .bind(s.guidance_scale)
+        .bind(crate::float_param(s.guidance_scale))
         .bind(s.count)
         .bind(s.width)
         .bind(s.height)

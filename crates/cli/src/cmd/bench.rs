@@ -15,7 +15,8 @@ use std::process::ExitCode;
     ddlab bench                                  # the mnist preset, batch 64\n  \
     ddlab bench --preset cifar --batch 32 --json\n  \
     ddlab bench --guidance cfg                   # also a classifier-free-guided sampling step\n  \
-    ddlab --threads 1 bench --preset tiny\n\n\
+    ddlab --threads 1 bench --preset tiny\n  \
+    ddlab bench --store 100000000 --runs 1000 --keep   # a 10^8-row store: runs, dashboard, report\n\n\
     Record results, with the machine, in docs/BENCHMARKS.md.")]
 pub struct Args {
     /// U-Net preset: tiny | small | mnist | cifar (small is the quickstart's shapes model).
@@ -48,6 +49,27 @@ pub struct Args {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Instead of the U-Net: build a store of ROWS synthetic loss rows (at most 10^9) and time
+    /// `ddlab runs`, the dashboard's first paint and refresh, `ddlab report` and recording.
+    #[arg(long, value_name = "ROWS")]
+    store: Option<u64>,
+    /// With --store: runs the rows are spread over.
+    #[arg(long, default_value_t = 1000, requires = "store")]
+    runs: usize,
+    /// With --store: the database (default: a SQLite file under runs/, removed afterwards
+    /// unless --keep).
+    #[arg(long, requires = "store")]
+    db: Option<String>,
+    /// With --store: keep the database, and reuse it when the sizes match.
+    #[arg(long, requires = "store")]
+    keep: bool,
+    /// With --store: alternating rounds of the measurements.
+    #[arg(long, default_value_t = 3, requires = "store")]
+    rounds: usize,
+    /// With --store: the training step (ms) whose recording cost is reported (the `tiny`
+    /// preset's on two cores: the most rows per second).
+    #[arg(long, default_value_t = 42.0, requires = "store")]
+    step_ms: f64,
 }
 
 /// Peak resident set size of this process in MB (Linux's VmHWM), if known.
@@ -66,6 +88,17 @@ fn cpu_model() -> Option<String> {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
+    if let Some(rows) = a.store {
+        super::bench_store::run(super::bench_store::StoreBench {
+            rows,
+            runs: a.runs,
+            db: a.db,
+            keep: a.keep,
+            rounds: a.rounds,
+            step_ms: a.step_ms,
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }

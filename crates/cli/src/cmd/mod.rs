@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_store;
 pub mod diff;
 pub mod eval;
 pub mod export;

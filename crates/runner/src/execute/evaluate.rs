@@ -31,17 +31,30 @@ pub(super) fn final_evaluations(
     let plan = ctx.plan;
     draw_grid(ctx, trainer, plan.train.steps, events)?;
     let nll = evaluate_nll(ctx, trainer, plan.train.steps, events)?;
-    let cfg = &plan.config;
-    if (cfg.guidance.is_guided() || cfg.judge_checkpoint.is_some())
-        && let Err(e) = evaluate_guidance(ctx, trainer, events)
-    {
-        return Ok(Outcome::Failed {
-            error: format!("guided evaluation: {}", crate::error::one_line(&e)),
-        });
+    if let Some(failed) = guided_evaluation(ctx, trainer, plan.train.steps, events) {
+        return Ok(failed);
     }
     Ok(Outcome::Completed {
         final_loss: last_loss,
         nll_bpd: nll.or(recorded_nll(ctx)?),
+    })
+}
+
+/// The guided evaluation at `step` for a guided run or one with a judge (during training at
+/// `eval_every`, and after the last step); a failure ends the run as failed, said why.
+pub(super) fn guided_evaluation(
+    ctx: &RunContext,
+    trainer: &Trainer,
+    step: usize,
+    events: &mut Events,
+) -> Option<Outcome> {
+    let cfg = &ctx.plan.config;
+    if !(cfg.guidance.is_guided() || cfg.judge_checkpoint.is_some()) {
+        return None;
+    }
+    let e = evaluate_guidance(ctx, trainer, step, events).err()?;
+    Some(Outcome::Failed {
+        error: format!("guided evaluation: {}", crate::error::one_line(&e)),
     })
 }
 
@@ -178,12 +191,17 @@ pub(crate) fn nll_details(r: &NllResult, cfg: &NllConfig, seed: u64) -> Result<S
 
 /// The guided evaluation: `guided_count` samples with the run's guidance, scale and prompt; a
 /// grid of them into the store (carrying prompt, guidance and scale); with a judge, its metrics.
-fn evaluate_guidance(ctx: &RunContext, trainer: &Trainer, events: &mut Events) -> Result<()> {
+fn evaluate_guidance(
+    ctx: &RunContext,
+    trainer: &Trainer,
+    step: usize,
+    events: &mut Events,
+) -> Result<()> {
     let plan = ctx.plan;
     let cfg = &plan.config;
     let (c, s, n) = (plan.model.in_channels, plan.image_size, cfg.guided_count);
     let guided = cfg.guidance.is_guided();
-    if guided_evaluation_done(ctx)? {
+    if guided_evaluation_done(ctx, step)? {
         return Ok(());
     }
     let prepared = guidance::prepare(
@@ -225,17 +243,39 @@ fn evaluate_guidance(ctx: &RunContext, trainer: &Trainer, events: &mut Events) -
     let images = draw_images(&net, &draw, &mut rng, &mut |k, total| {
         events.phase("guided sampling", k, total)
     })?;
-    record_sampling_time(ctx, started.elapsed().as_secs_f64() / n as f64, events)?;
-    record_guided_grid(ctx, &images, &prepared, events)?;
+    let at = Drawn {
+        step,
+        images: &images,
+        prepared: &prepared,
+    };
+    record_sampling_time(
+        ctx,
+        step,
+        started.elapsed().as_secs_f64() / n as f64,
+        events,
+    )?;
+    record_guided_grid(ctx, &at, events)?;
     match judge {
-        Some((path, judge)) => judge_metrics(ctx, path, judge, &images, &prepared, events),
+        Some((path, judge)) => judge_metrics(ctx, path, judge, &at, events),
         None => Ok(()),
     }
 }
 
+/// The guided draw of one training step.
+struct Drawn<'a> {
+    step: usize,
+    images: &'a Tensor,
+    prepared: &'a Prepared,
+}
+
 /// Wall seconds per sample of the guided or judged draw, with what decides it: the sampler,
 /// its steps and the threads (the few-step sampler study plots it against the steps).
-fn record_sampling_time(ctx: &RunContext, seconds: f64, events: &mut Events) -> Result<()> {
+fn record_sampling_time(
+    ctx: &RunContext,
+    step: usize,
+    seconds: f64,
+    events: &mut Events,
+) -> Result<()> {
     let plan = ctx.plan;
     let details = serde_json::json!({
         "sampler": plan.sampler.name(),
@@ -254,7 +294,7 @@ fn record_sampling_time(ctx: &RunContext, seconds: f64, events: &mut Events) -> 
     );
     events.emit(RunEvent::Eval {
         name: "seconds_per_sample",
-        step: plan.train.steps,
+        step,
         method: &method,
         value: Some(seconds),
         details: &details,
@@ -267,32 +307,29 @@ fn recorded_nll(ctx: &RunContext) -> Result<Option<f64>> {
     ctx.recorder.eval_value("nll_bpd", ctx.plan.train.steps)
 }
 
-/// Whether a run resumed after a kill already recorded its guided grid and judge metrics.
-fn guided_evaluation_done(ctx: &RunContext) -> Result<bool> {
+/// Whether a run resumed after a kill already recorded this step's guided grid and judge
+/// metrics.
+fn guided_evaluation_done(ctx: &RunContext, step: usize) -> Result<bool> {
     let cfg = &ctx.plan.config;
     let rec = ctx.recorder;
-    let grid = !cfg.guidance.is_guided() || rec.has_sample(ctx.plan.train.steps, true)?;
-    let judged = cfg.judge_checkpoint.is_none() || rec.has_eval("frechet_distance")?;
+    let grid = !cfg.guidance.is_guided() || rec.has_sample(step, true)?;
+    let judged = cfg.judge_checkpoint.is_none() || rec.has_eval_step("frechet_distance", step)?;
     Ok(grid && judged)
 }
 
-fn record_guided_grid(
-    ctx: &RunContext,
-    images: &Tensor,
-    prepared: &Prepared,
-    events: &mut Events,
-) -> Result<()> {
+fn record_guided_grid(ctx: &RunContext, at: &Drawn, events: &mut Events) -> Result<()> {
     let (plan, cfg) = (ctx.plan, &ctx.plan.config);
     let shown = cfg.guided_count.min(100);
-    let (png, width, height) = grid_png(images, shown, plan.image_size)?;
+    let (png, width, height) = grid_png(at.images, shown, plan.image_size)?;
+    let prepared = at.prepared;
     write_atomic(&ctx.files.guided_png(), &png)?;
     let guided = cfg.guidance.is_guided();
-    if guided && ctx.recorder.has_sample(plan.train.steps, true)? {
+    if guided && ctx.recorder.has_sample(at.step, true)? {
         return Ok(());
     }
     events.emit(RunEvent::Sample(&NewSample {
         run_id: ctx.recorder.run_id(),
-        step: plan.train.steps as i64,
+        step: at.step as i64,
         sampler: plan.sampler.name().into(),
         sample_steps: plan.sampler.steps() as i64,
         prompt: prepared.prompt_label(),
@@ -311,10 +348,10 @@ fn judge_metrics(
     ctx: &RunContext,
     judge_path: &Path,
     (judge, judge_accuracy): (Judge, f64),
-    images: &Tensor,
-    prepared: &Prepared,
+    at: &Drawn,
     events: &mut Events,
 ) -> Result<()> {
+    let (images, prepared) = (at.images, at.prepared);
     let (plan, cfg) = (ctx.plan, &ctx.plan.config);
     let n = cfg.guided_count;
     let judge_hash = file_hash(judge_path)?;
@@ -341,7 +378,7 @@ fn judge_metrics(
         "judge_accuracy": judge_accuracy,
     })
     .to_string();
-    let step = plan.train.steps;
+    let step = at.step;
     let mut eval = |name: &str, value: f64| {
         events.emit(RunEvent::Eval {
             name,

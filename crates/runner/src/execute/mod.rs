@@ -6,7 +6,7 @@
 //! first drops the metric rows after its checkpoint (it will recompute them bit for bit), so no
 //! row before the last checkpoint is ever lost and none is duplicated.
 
-mod evaluate;
+pub(crate) mod evaluate;
 mod restore;
 mod rung;
 mod train_loop;

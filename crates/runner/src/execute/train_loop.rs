@@ -50,8 +50,11 @@ pub(super) fn train(
         evaluate::draw_grid(ctx, trainer, resumed_at, events)?;
     }
     // Likewise an evaluation of that step (recorded ones are not computed again).
-    if resumed_at > 0 && is_due(cfg.eval_every, resumed_at, total) {
-        evaluate::evaluate_nll(ctx, trainer, resumed_at, events)?;
+    if resumed_at > 0
+        && is_due(cfg.eval_every, resumed_at, total)
+        && let Some(outcome) = evaluate_at(ctx, trainer, resumed_at, events)?
+    {
+        return Ok(Trained::Stopped(outcome));
     }
     // And a rung's decision (one already taken is returned as it was, so a run continued
     // after pruning goes on from here).
@@ -84,8 +87,10 @@ pub(super) fn train(
         if is_due(cfg.sample_every, done, total) {
             evaluate::draw_grid(ctx, trainer, done, events)?;
         }
-        if is_due(cfg.eval_every, done, total) {
-            evaluate::evaluate_nll(ctx, trainer, done, events)?;
+        if is_due(cfg.eval_every, done, total)
+            && let Some(outcome) = evaluate_at(ctx, trainer, done, events)?
+        {
+            return Ok(Trained::Stopped(outcome));
         }
         if rung::is_rung(ctx, done) {
             rung::checkpoint_for(ctx, trainer, done, events)?;
@@ -96,6 +101,18 @@ pub(super) fn train(
     }
     checkpoint(ctx, trainer, events)?;
     Ok(Trained::Finished { last_loss })
+}
+
+/// The evaluations of `eval_every`: the NLL bound, and the guided one (judge metrics) for a
+/// guided or judged run; `Some` when the guided one failed and ends the run.
+fn evaluate_at(
+    ctx: &RunContext,
+    trainer: &Trainer,
+    step: usize,
+    events: &mut Events,
+) -> Result<Option<Outcome>> {
+    evaluate::evaluate_nll(ctx, trainer, step, events)?;
+    Ok(evaluate::guided_evaluation(ctx, trainer, step, events))
 }
 
 /// Whether something scheduled every `every` steps (0: never) falls on step `done` before the
