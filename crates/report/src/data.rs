@@ -74,59 +74,19 @@ fn seconds_between(a: &str, b: &str) -> Option<f64> {
     Some((b - a).num_milliseconds() as f64 / 1000.0)
 }
 
+/// How many runs load at once: SQLite gives each connection its own thread, so two readers
+/// use both cores of a small machine (the report reads every loss row of the sweep).
+const LOADING_AT_ONCE: usize = 2;
+
 pub async fn load(store: &Store, sweep_name: &str) -> Result<SweepData> {
+    use futures_util::{StreamExt, TryStreamExt};
     let sweep = store.sweep(sweep_name).await?;
     let rows = store.runs(Some(sweep.id)).await?;
-    let mut runs = Vec::with_capacity(rows.len());
-    for row in rows {
-        let config: RunConfig = serde_json::from_str(&row.config_json)
-            .with_context(|| format!("run {} has an unreadable config", row.id))?;
-        let keys = match serde_json::to_value(&config)? {
-            Value::Object(m) => m.into_iter().collect(),
-            _ => BTreeMap::new(),
-        };
-        let loss = store.metric_series(row.id, "loss", CURVE_POINTS).await?;
-        let final_loss = store.metric_tail_mean(row.id, "loss", 50).await?;
-        let eval_rows = store.evals(row.id).await?;
-        let own = ddlab_store::own_evals(&eval_rows);
-        let evals = own
-            .iter()
-            .map(|e| {
-                let details = serde_json::from_str(&e.details_json).unwrap_or(Value::Null);
-                (e.name.clone(), (e.value, details))
-            })
-            .collect();
-        let eval_methods = own
-            .iter()
-            .map(|e| (e.name.clone(), e.method.clone()))
-            .collect();
-        let loss_buckets = store.loss_buckets(row.id).await?;
-        let samples = store.samples(row.id).await?;
-        let sample_png = store.latest_sample(row.id).await?.map(|(_, png)| png);
-        let mut strip = vec![];
-        for info in crate::grids::strip_frames(&samples, crate::grids::STRIP_FRAMES) {
-            strip.push((info.clone(), store.sample_png(info.id).await?));
-        }
-        let duration_s = match (&row.started_at, &row.finished_at) {
-            (Some(a), Some(b)) => seconds_between(a, b),
-            _ => None,
-        };
-        runs.push(RunData {
-            row,
-            config,
-            keys,
-            loss,
-            final_loss,
-            evals,
-            eval_methods,
-            eval_rows,
-            loss_buckets,
-            sample_png,
-            strip,
-            samples,
-            duration_s,
-        });
-    }
+    let runs: Vec<RunData> = futures_util::stream::iter(rows)
+        .map(|row| load_run(store, row))
+        .buffered(LOADING_AT_ONCE)
+        .try_collect()
+        .await?;
     let varying = varying_keys(&runs);
     let rungs = store.rungs(sweep.id).await?;
     Ok(SweepData {
@@ -134,6 +94,57 @@ pub async fn load(store: &Store, sweep_name: &str) -> Result<SweepData> {
         runs,
         varying,
         rungs,
+    })
+}
+
+/// One run's config, curves, evaluations and grids.
+async fn load_run(store: &Store, row: RunRow) -> Result<RunData> {
+    let config: RunConfig = serde_json::from_str(&row.config_json)
+        .with_context(|| format!("run {} has an unreadable config", row.id))?;
+    let keys = match serde_json::to_value(&config)? {
+        Value::Object(m) => m.into_iter().collect(),
+        _ => BTreeMap::new(),
+    };
+    let loss = store.metric_series(row.id, "loss", CURVE_POINTS).await?;
+    let final_loss = store.metric_tail_mean(row.id, "loss", 50).await?;
+    let eval_rows = store.evals(row.id).await?;
+    let own = ddlab_store::own_evals(&eval_rows);
+    let evals = own
+        .iter()
+        .map(|e| {
+            let details = serde_json::from_str(&e.details_json).unwrap_or(Value::Null);
+            (e.name.clone(), (e.value, details))
+        })
+        .collect();
+    let eval_methods = own
+        .iter()
+        .map(|e| (e.name.clone(), e.method.clone()))
+        .collect();
+    let loss_buckets = store.loss_buckets(row.id).await?;
+    let samples = store.samples(row.id).await?;
+    let sample_png = store.latest_sample(row.id).await?.map(|(_, png)| png);
+    let mut strip = vec![];
+    for info in crate::grids::strip_frames(&samples, crate::grids::STRIP_FRAMES) {
+        strip.push((info.clone(), store.sample_png(info.id).await?));
+    }
+    let duration_s = match (&row.started_at, &row.finished_at) {
+        (Some(a), Some(b)) => seconds_between(a, b),
+        _ => None,
+    };
+    Ok(RunData {
+        row,
+        config,
+        keys,
+        loss,
+        final_loss,
+        evals,
+        eval_methods,
+        eval_rows,
+        loss_buckets,
+        sample_png,
+        strip,
+        samples,
+        duration_s,
     })
 }
 

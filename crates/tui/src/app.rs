@@ -28,8 +28,9 @@ pub const PALETTE: [Color; 6] = [
     Color::LightRed,
 ];
 
-/// The selected run's curve when it is not in the compared set.
-pub const SELECTED_COLOR: Color = Color::White;
+/// The selected run's curve when it is not in the compared set: the terminal's own foreground,
+/// so it shows on light themes as on dark ones (white vanished on xterm's default white).
+pub const SELECTED_COLOR: Color = Color::Reset;
 
 /// One line of the runs table.
 #[derive(Debug, Clone, PartialEq)]

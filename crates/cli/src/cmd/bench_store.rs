@@ -86,12 +86,13 @@ pub fn run(b: StoreBench) -> Result<()> {
     let timings = time_rounds(&store, &url, &b)?;
     print_timings(&b, &url, &timings);
     store.block(store.store().close());
-    if let (Some(path), false) = (own_file, b.keep) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    match own_file {
+        Some(path) if !b.keep => {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
         }
-    } else {
-        eprintln!("kept {url} (--keep): the next call with the same sizes reuses it");
+        _ => eprintln!("kept {url}: a next call with the same sizes reuses it"),
     }
     Ok(())
 }
