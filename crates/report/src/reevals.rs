@@ -11,16 +11,19 @@ use crate::page::{html_escape, md_escape};
 /// The metrics a re-evaluation tabulates (the others it records are their details).
 const SHOWN: [&str; 3] = ["nll_bpd", "frechet_distance", "prompt_accuracy"];
 
+/// A table row: the run's id, the re-evaluated value, the run's own value.
+type Row = (i64, String, String);
+
 /// One table: a metric under one method, a row per run.
 struct Table<'a> {
     name: &'a str,
     method: &'a str,
-    rows: Vec<(i64, String, String)>,
+    rows: Vec<Row>,
 }
 
 /// Every evaluation of a run's last evaluated step whose method is not the run's own.
 fn tables(data: &SweepData) -> Vec<Table<'_>> {
-    let mut by_key: BTreeMap<(&str, &str), Vec<(i64, String, String)>> = BTreeMap::new();
+    let mut by_key: BTreeMap<(&str, &str), Vec<Row>> = BTreeMap::new();
     for r in &data.runs {
         let last = r.eval_rows.iter().map(|e| e.step).max();
         for e in &r.eval_rows {

@@ -121,11 +121,12 @@ fn ensure_built(store: &SyncStore, b: &StoreBench) -> Result<()> {
 
 /// One run's config: schedule × T × seed, so the report groups them as a sweep would.
 fn config(i: usize) -> RunConfig {
-    let mut c = RunConfig::default();
-    c.schedule = [ScheduleKind::Linear, ScheduleKind::Cosine][i % 2];
-    c.t = [100, 250, 1000][(i / 2) % 3];
-    c.seed = (i / 6) as u64;
-    c
+    RunConfig {
+        schedule: [ScheduleKind::Linear, ScheduleKind::Cosine][i % 2],
+        t: [100, 250, 1000][(i / 2) % 3],
+        seed: (i / 6) as u64,
+        ..Default::default()
+    }
 }
 
 fn build(store: &SyncStore, b: &StoreBench) -> Result<()> {
