@@ -6,6 +6,9 @@
 use ddlab_store::*;
 use sqlx::Row;
 
+mod common;
+use common::postgres_store;
+
 /// Where the previous release left its stores: every migration before `run_stats`.
 const PREVIOUS_RELEASE: i64 = 20261204000002;
 
@@ -287,29 +290,4 @@ async fn a_previous_release_store_gets_its_summaries_postgres() {
     store.close().await;
     let store = Store::connect(&url, false).await.unwrap();
     backfilled(&store).await;
-}
-
-/// A fresh database on the test server, or None (with a visible note) when none is configured.
-async fn postgres_store(test: &str) -> Option<(Store, String)> {
-    let Ok(admin) = std::env::var("DDLAB_TEST_POSTGRES_URL") else {
-        eprintln!("SKIPPED {test} on PostgreSQL: set DDLAB_TEST_POSTGRES_URL to run it");
-        return None;
-    };
-    sqlx::any::install_default_drivers();
-    let name = format!("ddlab_t_{}_{}", test, std::process::id());
-    let pool = sqlx::AnyPool::connect(&admin)
-        .await
-        .expect("cannot reach DDLAB_TEST_POSTGRES_URL");
-    for stmt in [
-        format!("DROP DATABASE IF EXISTS {name}"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(stmt))
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
-    let base = admin.rsplit_once('/').unwrap().0;
-    let url = format!("{base}/{name}");
-    Some((Store::connect(&url, true).await.unwrap(), url))
 }

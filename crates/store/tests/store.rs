@@ -3,6 +3,9 @@
 
 use ddlab_store::*;
 use sqlx::Row;
+
+mod common;
+use common::postgres_store;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -33,32 +36,6 @@ async fn sqlite_store() -> (Store, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(&dir.path().join("nested/dir/ddlab.sqlite"));
     (Store::connect(&url, true).await.unwrap(), url, dir)
-}
-
-/// A fresh database on the test server, or None (with a visible note) when none is configured.
-async fn postgres_store(test: &str) -> Option<(Store, String)> {
-    let Ok(admin) = std::env::var("DDLAB_TEST_POSTGRES_URL") else {
-        eprintln!("SKIPPED {test} on PostgreSQL: set DDLAB_TEST_POSTGRES_URL to run it");
-        return None;
-    };
-    sqlx::any::install_default_drivers();
-    let name = format!("ddlab_t_{}_{}", test, std::process::id());
-    let pool = sqlx::AnyPool::connect(&admin)
-        .await
-        .expect("cannot reach DDLAB_TEST_POSTGRES_URL");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name}"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').unwrap().0;
-    let url = format!("{base}/{name}");
-    Some((Store::connect(&url, true).await.unwrap(), url))
 }
 
 async fn lifecycle(store: &Store) {
