@@ -137,7 +137,47 @@ fn migrator(backend: Backend) -> &'static Migrator {
     }
 }
 
+/// How long opening a SQLite file keeps retrying while other processes hold its lock: many
+/// workers starting on one new file at once each create, inspect or migrate it in turn.
+const SQLITE_OPEN_PATIENCE: Duration = Duration::from_secs(60);
+
 async fn open_sqlite(url: &str, mode: OpenMode) -> Result<Store> {
+    let started = std::time::Instant::now();
+    let mut attempt: u64 = 0;
+    loop {
+        match open_sqlite_once(url, mode).await {
+            Err(e) if is_busy(&e) && started.elapsed() < SQLITE_OPEN_PATIENCE => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * attempt.min(20))).await;
+            }
+            opened => return opened,
+        }
+    }
+}
+
+/// Whether `err` is SQLite's "database is locked" or "busy", which passes once the other
+/// process's transaction ends.
+fn is_busy(err: &StoreError) -> bool {
+    let reason = match err {
+        StoreError::Connect { reason, .. } | StoreError::Query(reason) => reason,
+        StoreError::Migrate {
+            reason:
+                sqlx::migrate::MigrateError::Execute(reason)
+                | sqlx::migrate::MigrateError::ExecuteMigration(reason, _),
+            ..
+        } => reason,
+        _ => return false,
+    };
+    match reason {
+        sqlx::Error::Database(db) => {
+            let message = db.message();
+            message.contains("locked") || message.contains("busy")
+        }
+        _ => false,
+    }
+}
+
+async fn open_sqlite_once(url: &str, mode: OpenMode) -> Result<Store> {
     let Some(path) = sqlite_path(url) else {
         if url.contains(":memory:") {
             return open_sqlite_memory(url).await;
