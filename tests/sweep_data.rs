@@ -271,8 +271,8 @@ fn replay_matches(db: &str) -> usize {
 }
 
 /// The pruned runs that `keep` would have kept at their pruning rung, from the entries
-/// recorded there up to their own.
-fn kept_by(db: &str, keep: f64) -> Vec<String> {
+/// recorded there up to their own, as (run, rung).
+fn kept_by(db: &str, keep: f64) -> Vec<(String, String)> {
     use ddlab_config::prune::{RungEntry, judge};
     let rows = sqlite_rows(
         db,
@@ -295,7 +295,7 @@ fn kept_by(db: &str, keep: f64) -> Vec<String> {
                 .collect();
             judge(&here, &r[3], keep).go_on
         })
-        .map(|r| r[6].clone())
+        .map(|r| (r[6].clone(), r[1].clone()))
         .collect()
 }
 
@@ -352,10 +352,11 @@ fn asha_prunes_by_the_rule_across_two_workers_and_pruned_runs_resume() {
     assert!(!expected.is_empty());
     std::fs::write(&p, PRUNED_SPEC.replace("keep = 0.34", "keep = 0.67")).unwrap();
     assert!(sweep(&[]).status.success());
-    for run in &expected {
+    // Judged at the rung where each was pruned: a run may have gone on at an earlier one.
+    for (run, rung) in &expected {
         let reason = sqlite_rows(
             &db,
-            &format!("SELECT reason FROM rungs WHERE run_id = {run} ORDER BY rung LIMIT 1"),
+            &format!("SELECT reason FROM rungs WHERE run_id = {run} AND rung = {rung}"),
         );
         assert!(
             reason[0][0].starts_with("continued under keep 0.67"),

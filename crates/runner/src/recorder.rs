@@ -59,6 +59,14 @@ impl SyncStore {
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
         &self.rt
     }
+
+    /// Whether `run_id` already has the evaluation `name` at `step` by `method`.
+    pub fn has_eval(&self, run_id: i64, name: &str, step: i64, method: &str) -> Result<bool> {
+        let evals = self.block(self.store.evals(run_id))?;
+        Ok(evals
+            .iter()
+            .any(|e| e.name == name && e.step == step && e.method == method))
+    }
 }
 
 /// Where one run's results go.
@@ -153,10 +161,7 @@ impl Recorder {
     /// Whether an evaluation of this name, step and method is recorded: a resumed run or a
     /// repeated `ddlab eval --sweep` computes each one once.
     pub fn has_eval_at(&self, name: &str, step: usize, method: &str) -> Result<bool> {
-        let evals = self.store.block(self.store.store().evals(self.run_id))?;
-        Ok(evals
-            .iter()
-            .any(|e| e.name == name && e.step == step as i64 && e.method == method))
+        self.store.has_eval(self.run_id, name, step as i64, method)
     }
 
     /// The mean of a metric over the steps `after < step <= upto` (None: not finite).

@@ -269,12 +269,8 @@ impl RunEval<'_> {
     }
 
     fn has(&self, name: &str, method: &str) -> Result<bool> {
-        let evals = self
-            .store
-            .block(self.store.store().evals(self.pending.row.id))?;
-        Ok(evals
-            .iter()
-            .any(|e| e.name == name && e.step == self.step() && e.method == method))
+        self.store
+            .has_eval(self.pending.row.id, name, self.step(), method)
     }
 
     fn nll_config(&self, n: &NllSettings) -> NllConfig {
