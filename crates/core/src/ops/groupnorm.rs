@@ -11,7 +11,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, bail};
 use std::sync::OnceLock;
 
-use super::cpu::{SendPtr, output_buffer, par_ranges, slice, tensor, with_data};
+use super::cpu::{SendPtr, output_buffer, par_ranges, slice, tensor, with_avx512, with_data};
 use super::math;
 
 /// Forward: (x, γ, β) → mask ⊙ act(γ·x̂ + β), act = SiLU or identity.
@@ -34,6 +34,52 @@ impl GroupNormOp {
             silu,
             mask,
             stats: OnceLock::new(),
+        }
+    }
+}
+
+impl GroupNormOp {
+    /// One sample's group statistics (appended to `stats`) and its output
+    /// `yb = mask ⊙ act(γ·x̂ + β)`.
+    #[inline(always)]
+    fn forward_sample(
+        &self,
+        d: Dims,
+        (gamma, beta): (&[f32], &[f32]),
+        xb: &[f32],
+        yb: &mut [f32],
+        mask: Option<&[f32]>,
+        stats: &mut Vec<(f32, f32)>,
+    ) {
+        let first = stats.len();
+        sample_stats(d, self.eps, xb, stats);
+        for c in 0..d.c {
+            let (mean, rstd) = stats[first + c / d.cpg];
+            let a = gamma[c] * rstd;
+            let s = beta[c] - mean * a;
+            let (xs, ys) = (&xb[c * d.hw..][..d.hw], &mut yb[c * d.hw..][..d.hw]);
+            match (self.silu, mask.map(|m| &m[c * d.hw..][..d.hw])) {
+                (true, None) => {
+                    for (y, &x) in ys.iter_mut().zip(xs) {
+                        *y = math::silu(x.mul_add(a, s));
+                    }
+                }
+                (true, Some(ms)) => {
+                    for ((y, &x), &k) in ys.iter_mut().zip(xs).zip(ms) {
+                        *y = math::silu(x.mul_add(a, s)) * k;
+                    }
+                }
+                (false, None) => {
+                    for (y, &x) in ys.iter_mut().zip(xs) {
+                        *y = x.mul_add(a, s);
+                    }
+                }
+                (false, Some(ms)) => {
+                    for ((y, &x), &k) in ys.iter_mut().zip(xs).zip(ms) {
+                        *y = x.mul_add(a, s) * k;
+                    }
+                }
+            }
         }
     }
 }
@@ -65,6 +111,7 @@ fn dims(shape: &Shape, groups: usize) -> candle_core::Result<Dims> {
 }
 
 /// Mean and 1/σ of each group of one sample (two passes: exact even for large means).
+#[inline(always)]
 fn sample_stats(d: Dims, eps: f32, xb: &[f32], out: &mut Vec<(f32, f32)>) {
     let n = d.cpg * d.hw;
     for g in xb.chunks_exact(n) {
@@ -118,40 +165,13 @@ impl CustomOp3 for GroupNormOp {
                 let mut stats = Vec::with_capacity(range.len() * self.groups);
                 for bi in range {
                     let xb = &x[bi * img..(bi + 1) * img];
-                    let first = stats.len();
-                    sample_stats(d, self.eps, xb, &mut stats);
                     // SAFETY: each sample's output range is written by exactly one task.
                     let yb = unsafe { yp.slice_mut(bi * img, img) };
-                    for c in 0..d.c {
-                        let (mean, rstd) = stats[first + c / d.cpg];
-                        let a = gamma[c] * rstd;
-                        let s = beta[c] - mean * a;
-                        let (xs, ys) = (&xb[c * d.hw..][..d.hw], &mut yb[c * d.hw..][..d.hw]);
-                        match (self.silu, mask) {
-                            (true, None) => {
-                                for (y, &x) in ys.iter_mut().zip(xs) {
-                                    *y = math::silu(x.mul_add(a, s));
-                                }
-                            }
-                            (true, Some(m)) => {
-                                let ms = &m[bi * img + c * d.hw..][..d.hw];
-                                for ((y, &x), &k) in ys.iter_mut().zip(xs).zip(ms) {
-                                    *y = math::silu(x.mul_add(a, s)) * k;
-                                }
-                            }
-                            (false, None) => {
-                                for (y, &x) in ys.iter_mut().zip(xs) {
-                                    *y = x.mul_add(a, s);
-                                }
-                            }
-                            (false, Some(m)) => {
-                                let ms = &m[bi * img + c * d.hw..][..d.hw];
-                                for ((y, &x), &k) in ys.iter_mut().zip(xs).zip(ms) {
-                                    *y = x.mul_add(a, s) * k;
-                                }
-                            }
-                        }
-                    }
+                    let mb = mask.map(|m| &m[bi * img..(bi + 1) * img]);
+                    with_avx512(
+                        #[inline(always)]
+                        || self.forward_sample(d, (gamma, beta), xb, yb, mb, &mut stats),
+                    );
                 }
                 stats
             });
@@ -230,7 +250,6 @@ fn backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let d = p.d;
     let img = d.c * d.hw;
-    let n = (d.cpg * d.hw) as f32;
     // SAFETY: every channel of every sample is written by dz_pass (then updated in place)
     // before `dx` is read.
     let mut dx = unsafe { output_buffer(x.len()) };
@@ -243,38 +262,11 @@ fn backward(
             let dyb = &dy[bi * img..(bi + 1) * img];
             // SAFETY: each sample's dx range is written by exactly one task.
             let dxb = unsafe { dxp.slice_mut(bi * img, img) };
-            for g in 0..p.groups {
-                let (mean, rstd) = p.stats[bi * p.groups + g];
-                let (mut s1, mut s2) = (0f32, 0f32);
-                let channels = g * d.cpg..(g + 1) * d.cpg;
-                for c in channels.clone() {
-                    let r = c * d.hw..(c + 1) * d.hw;
-                    let (xs, dys) = (&xb[r.clone()], &dyb[r.clone()]);
-                    let dzs = &mut dxb[r.clone()];
-                    let a = p.gamma[c] * rstd;
-                    let shift = p.beta[c] - mean * a;
-                    // Pass 1: dz, kept in dx's buffer.
-                    let ms = mask.map(|m| &m[bi * img + r.start..][..d.hw]);
-                    dz_pass(p.silu, xs, dys, ms, dzs, a, shift);
-                    let sdz = math::sum(dzs);
-                    let sdzx = rstd * math::dot_dev(dzs, xs, mean);
-                    sums.push((sdz, sdzx));
-                    s1 += p.gamma[c] * sdz;
-                    s2 += p.gamma[c] * sdzx;
-                }
-                // Pass 2: dx = (rstd·γ)·dz + k·x + c0, with k = −rstd²·m2 and
-                // c0 = −rstd·m1 − mean·k (m1, m2: the group means of γ·dz and γ·dz·x̂).
-                let (m1, m2) = (s1 / n, s2 / n);
-                let k = -rstd * rstd * m2;
-                let c0 = -rstd * m1 - mean * k;
-                for c in channels {
-                    let r = c * d.hw..(c + 1) * d.hw;
-                    let a = rstd * p.gamma[c];
-                    for (v, &xv) in dxb[r.clone()].iter_mut().zip(&xb[r]) {
-                        *v = v.mul_add(a, xv.mul_add(k, c0));
-                    }
-                }
-            }
+            let mb = mask.map(|m| &m[bi * img..(bi + 1) * img]);
+            with_avx512(
+                #[inline(always)]
+                || backward_sample(p, bi, (xb, dyb, mb), dxb, &mut sums),
+            );
         }
         sums
     });
@@ -289,7 +281,53 @@ fn backward(
     (dx, dgamma, dbeta)
 }
 
+/// One sample's dx (into `dxb`) and its per-channel (Σdz, Σdz·x̂), appended to `sums`.
+#[inline(always)]
+fn backward_sample(
+    p: &BwdArgs,
+    bi: usize,
+    (xb, dyb, mask): (&[f32], &[f32], Option<&[f32]>),
+    dxb: &mut [f32],
+    sums: &mut Vec<(f32, f32)>,
+) {
+    let d = p.d;
+    let n = (d.cpg * d.hw) as f32;
+    for g in 0..p.groups {
+        let (mean, rstd) = p.stats[bi * p.groups + g];
+        let (mut s1, mut s2) = (0f32, 0f32);
+        let channels = g * d.cpg..(g + 1) * d.cpg;
+        for c in channels.clone() {
+            let r = c * d.hw..(c + 1) * d.hw;
+            let (xs, dys) = (&xb[r.clone()], &dyb[r.clone()]);
+            let dzs = &mut dxb[r.clone()];
+            let a = p.gamma[c] * rstd;
+            let shift = p.beta[c] - mean * a;
+            // Pass 1: dz, kept in dx's buffer.
+            let ms = mask.map(|m| &m[r.clone()]);
+            dz_pass(p.silu, xs, dys, ms, dzs, a, shift);
+            let sdz = math::sum(dzs);
+            let sdzx = rstd * math::dot_dev(dzs, xs, mean);
+            sums.push((sdz, sdzx));
+            s1 += p.gamma[c] * sdz;
+            s2 += p.gamma[c] * sdzx;
+        }
+        // Pass 2: dx = (rstd·γ)·dz + k·x + c0, with k = −rstd²·m2 and
+        // c0 = −rstd·m1 − mean·k (m1, m2: the group means of γ·dz and γ·dz·x̂).
+        let (m1, m2) = (s1 / n, s2 / n);
+        let k = -rstd * rstd * m2;
+        let c0 = -rstd * m1 - mean * k;
+        for c in channels {
+            let r = c * d.hw..(c + 1) * d.hw;
+            let a = rstd * p.gamma[c];
+            for (v, &xv) in dxb[r.clone()].iter_mut().zip(&xb[r]) {
+                *v = v.mul_add(a, xv.mul_add(k, c0));
+            }
+        }
+    }
+}
+
 /// dz = dy ⊙ mask ⊙ act'(a·x + shift).
+#[inline(always)]
 fn dz_pass(
     silu: bool,
     xs: &[f32],

@@ -49,11 +49,23 @@ pub fn silu_grad(x: f32) -> f32 {
     s * x.mul_add(1.0 - s, 1.0)
 }
 
-/// Sum of a slice with 16 independent lanes (vectorised; fixed order, so deterministic).
-#[inline]
+/// Sum of a slice: 64 independent lanes over blocks of 64 (four vector chains, so the adds'
+/// latency does not bound it), then 16 over what is left (vectorised; fixed order, so
+/// deterministic).
+#[inline(always)]
 pub fn sum(xs: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let chunks = xs.chunks_exact(16);
+    let mut w = [[0f32; 16]; 4];
+    let blocks = xs.chunks_exact(64);
+    let rest = blocks.remainder();
+    for c in blocks {
+        for (k, lane) in w.iter_mut().enumerate() {
+            for i in 0..16 {
+                lane[i] += c[16 * k + i];
+            }
+        }
+    }
+    let mut acc = fold64(w);
+    let chunks = rest.chunks_exact(16);
     let tail = chunks.remainder();
     for c in chunks {
         for i in 0..16 {
@@ -67,11 +79,32 @@ pub fn sum(xs: &[f32]) -> f32 {
     reduce16(acc) + s
 }
 
-/// Σ (x − m)², vectorised like [`sum`].
-#[inline]
-pub fn sum_sq_dev(xs: &[f32], m: f32) -> f32 {
+/// The 64 lanes of [`sum`] folded to 16, in a fixed order.
+#[inline(always)]
+fn fold64(w: [[f32; 16]; 4]) -> [f32; 16] {
     let mut acc = [0f32; 16];
-    let chunks = xs.chunks_exact(16);
+    for i in 0..16 {
+        acc[i] = (w[0][i] + w[1][i]) + (w[2][i] + w[3][i]);
+    }
+    acc
+}
+
+/// Σ (x − m)², vectorised like [`sum`].
+#[inline(always)]
+pub fn sum_sq_dev(xs: &[f32], m: f32) -> f32 {
+    let mut w = [[0f32; 16]; 4];
+    let blocks = xs.chunks_exact(64);
+    let rest = blocks.remainder();
+    for c in blocks {
+        for (k, lane) in w.iter_mut().enumerate() {
+            for i in 0..16 {
+                let d = c[16 * k + i] - m;
+                lane[i] = d.mul_add(d, lane[i]);
+            }
+        }
+    }
+    let mut acc = fold64(w);
+    let chunks = rest.chunks_exact(16);
     let tail = chunks.remainder();
     for c in chunks {
         for i in 0..16 {
@@ -87,7 +120,7 @@ pub fn sum_sq_dev(xs: &[f32], m: f32) -> f32 {
 }
 
 /// Σ a·b, vectorised like [`sum`].
-#[inline]
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -107,7 +140,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Σ a·(b − m), vectorised like [`sum`].
-#[inline]
+#[inline(always)]
 pub fn dot_dev(a: &[f32], b: &[f32], m: f32) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);

@@ -2,12 +2,13 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::super::cpu::par_ranges;
-use super::super::cpu::{SendPtr, output_buffer, with_scratch};
+use super::super::cpu::{SendPtr, output_buffer, with_avx512, with_scratch};
 use super::super::gemm::{MatRef, matmul, matmul_strided};
 use super::im2col::{im2col_rows, tile_rows, upsample_image};
 use super::{Bias, ConvGeom, Weight, over_batch};
 
 /// Writes one image's output from its (C_out × grid) result: `y = grid + bias [+ residual]`.
+#[inline(always)]
 pub(super) fn bias_residual_row(y: &mut [f32], src: Option<&[f32]>, b: f32, r: Option<&[f32]>) {
     match (src, r) {
         (Some(s), Some(r)) => {
@@ -59,15 +60,21 @@ pub(super) fn forward_direct(
                 conv(px, xp, &packed, grid);
                 // SAFETY: each image's output range is written by exactly one task.
                 let yb = unsafe { yp.slice_mut(bi * img_out, img_out) };
-                for co in 0..g.c_out {
-                    let b = bias.at(bi, co, g.c_out);
-                    for oh in 0..ho {
-                        let dst = &mut yb[co * n + oh * wo..][..wo];
-                        let src = &grid[co * gn + oh * px.wp()..][..wo];
-                        let r = residual.map(|r| &r[bi * img_out + co * n + oh * wo..][..wo]);
-                        bias_residual_row(dst, Some(src), b, r);
-                    }
-                }
+                with_avx512(
+                    #[inline(always)]
+                    || {
+                        for co in 0..g.c_out {
+                            let b = bias.at(bi, co, g.c_out);
+                            for oh in 0..ho {
+                                let dst = &mut yb[co * n + oh * wo..][..wo];
+                                let src = &grid[co * gn + oh * px.wp()..][..wo];
+                                let r =
+                                    residual.map(|r| &r[bi * img_out + co * n + oh * wo..][..wo]);
+                                bias_residual_row(dst, Some(src), b, r);
+                            }
+                        }
+                    },
+                );
             }
         })
     });
