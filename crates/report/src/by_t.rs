@@ -329,6 +329,9 @@ where
         .disable_x_mesh()
         .disable_x_axis()
         .y_desc("loss")
+        // Fixed sizes: plotters scales its default fonts with the area, and this one is narrow.
+        .y_label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
         .y_label_formatter(&|y| tick_label(*y))
         .light_line_style(WHITE.mix(0.0))
         .draw()
