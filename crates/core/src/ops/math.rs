@@ -49,73 +49,48 @@ pub fn silu_grad(x: f32) -> f32 {
     s * x.mul_add(1.0 - s, 1.0)
 }
 
-/// Sum of a slice: 64 independent lanes over blocks of 64 (four vector chains, so the adds'
-/// latency does not bound it), then 16 over what is left (vectorised; fixed order, so
-/// deterministic).
+/// Sum of a slice (vectorised; fixed order, so deterministic).
 #[inline(always)]
 pub fn sum(xs: &[f32]) -> f32 {
-    let mut w = [[0f32; 16]; 4];
-    let blocks = xs.chunks_exact(64);
-    let rest = blocks.remainder();
-    for c in blocks {
-        for (k, lane) in w.iter_mut().enumerate() {
-            for i in 0..16 {
-                lane[i] += c[16 * k + i];
-            }
-        }
-    }
-    let mut acc = fold64(w);
-    let chunks = rest.chunks_exact(16);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for i in 0..16 {
-            acc[i] += c[i];
-        }
-    }
-    let mut s = 0f32;
-    for v in tail {
-        s += v;
-    }
-    reduce16(acc) + s
-}
-
-/// The 64 lanes of [`sum`] folded to 16, in a fixed order.
-#[inline(always)]
-fn fold64(w: [[f32; 16]; 4]) -> [f32; 16] {
-    let mut acc = [0f32; 16];
-    for i in 0..16 {
-        acc[i] = (w[0][i] + w[1][i]) + (w[2][i] + w[3][i]);
-    }
-    acc
+    lane_sum(xs, |acc, x| acc + x)
 }
 
 /// Σ (x − m)², vectorised like [`sum`].
 #[inline(always)]
 pub fn sum_sq_dev(xs: &[f32], m: f32) -> f32 {
+    lane_sum(xs, |acc, x| {
+        let d = x - m;
+        d.mul_add(d, acc)
+    })
+}
+
+/// Folds `xs` into accumulators with `step(acc, x)` and adds them up: 64 independent lanes
+/// over blocks of 64 (four vector chains, so the adds' latency does not bound it), then 16
+/// over what is left, then one for the tail.
+#[inline(always)]
+fn lane_sum(xs: &[f32], step: impl Fn(f32, f32) -> f32) -> f32 {
     let mut w = [[0f32; 16]; 4];
     let blocks = xs.chunks_exact(64);
     let rest = blocks.remainder();
     for c in blocks {
         for (k, lane) in w.iter_mut().enumerate() {
             for i in 0..16 {
-                let d = c[16 * k + i] - m;
-                lane[i] = d.mul_add(d, lane[i]);
+                lane[i] = step(lane[i], c[16 * k + i]);
             }
         }
     }
-    let mut acc = fold64(w);
+    let mut acc = [0f32; 16];
+    for i in 0..16 {
+        acc[i] = (w[0][i] + w[1][i]) + (w[2][i] + w[3][i]);
+    }
     let chunks = rest.chunks_exact(16);
     let tail = chunks.remainder();
     for c in chunks {
         for i in 0..16 {
-            let d = c[i] - m;
-            acc[i] = d.mul_add(d, acc[i]);
+            acc[i] = step(acc[i], c[i]);
         }
     }
-    let mut s = 0f32;
-    for v in tail {
-        s += (v - m) * (v - m);
-    }
+    let s = tail.iter().fold(0f32, |s, &v| step(s, v));
     reduce16(acc) + s
 }
 

@@ -39,8 +39,7 @@ pub(super) fn forward_direct(
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
     use super::super::direct::{PackedKernel, Padded, conv, pad};
-    let (img_in, img_out, n) = (g.img_in(), g.img_out(), g.ndim());
-    let (ho, wo) = (g.h_out(), g.w_out());
+    let (img_in, img_out) = (g.img_in(), g.img_out());
     let packed = PackedKernel::new(g.c_out, g.c_in, |o, i, t| w.data[o * w.ld + i * 9 + t]);
     let px = Padded {
         c: g.c_in,
@@ -49,7 +48,7 @@ pub(super) fn forward_direct(
     };
     let gn = px.grid_tiles();
     // SAFETY: the pieces cover the batch, and every row of each of their images is written
-    // by bias_residual_row below before `y` is read.
+    // by copy_out below before `y` is read.
     let mut y = unsafe { output_buffer(g.batch * img_out) };
     let yp = SendPtr::new(&mut y);
     par_ranges(g.batch, |range| {
@@ -60,25 +59,53 @@ pub(super) fn forward_direct(
                 conv(px, xp, &packed, grid);
                 // SAFETY: each image's output range is written by exactly one task.
                 let yb = unsafe { yp.slice_mut(bi * img_out, img_out) };
+                let out = Grid {
+                    data: grid,
+                    ld: gn,
+                    wp: px.wp(),
+                };
+                let r = residual.map(|r| &r[bi * img_out..][..img_out]);
                 with_avx512(
                     #[inline(always)]
-                    || {
-                        for co in 0..g.c_out {
-                            let b = bias.at(bi, co, g.c_out);
-                            for oh in 0..ho {
-                                let dst = &mut yb[co * n + oh * wo..][..wo];
-                                let src = &grid[co * gn + oh * px.wp()..][..wo];
-                                let r =
-                                    residual.map(|r| &r[bi * img_out + co * n + oh * wo..][..wo]);
-                                bias_residual_row(dst, Some(src), b, r);
-                            }
-                        }
-                    },
+                    || copy_out(g, out, |co| bias.at(bi, co, g.c_out), r, yb),
                 );
             }
         })
     });
     y
+}
+
+#[cfg(target_arch = "x86_64")]
+/// A direct conv's (C_out × grid) result: rows of `ld` positions per output channel, each
+/// image row `wp` positions wide.
+#[derive(Clone, Copy)]
+pub(super) struct Grid<'a> {
+    pub data: &'a [f32],
+    pub ld: usize,
+    pub wp: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+/// One image's output `yb` from its grid result: `y = grid + bias [+ residual]`, the grid's
+/// garbage columns dropped.
+#[inline(always)]
+pub(super) fn copy_out(
+    g: &ConvGeom,
+    grid: Grid,
+    bias: impl Fn(usize) -> f32,
+    residual: Option<&[f32]>,
+    yb: &mut [f32],
+) {
+    let (n, ho, wo) = (g.ndim(), g.h_out(), g.w_out());
+    for co in 0..g.c_out {
+        let b = bias(co);
+        for oh in 0..ho {
+            let at = co * n + oh * wo;
+            let src = &grid.data[co * grid.ld + oh * grid.wp..][..wo];
+            let r = residual.map(|r| &r[at..][..wo]);
+            bias_residual_row(&mut yb[at..][..wo], Some(src), b, r);
+        }
+    }
 }
 
 pub(super) fn forward_gemm(

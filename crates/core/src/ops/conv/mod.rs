@@ -53,7 +53,7 @@ use backward::backward_gemm;
 #[cfg(target_arch = "x86_64")]
 use direct_backward::backward_direct;
 #[cfg(target_arch = "x86_64")]
-use forward::forward_direct;
+use forward::{Grid, copy_out, forward_direct};
 use forward::{bias_residual_row, forward_gemm};
 pub use geometry::ConvGeom;
 use geometry::geom;

@@ -13,13 +13,13 @@
 //! goes phase by phase: xpad's phase (a, b) collects the taps with ki ≡ a and kj ≡ b (mod 2),
 //! a 2×2, 2×1, 1×2 or 1×1 correlation of the zero-bordered dy with those taps, 9 taps in all.
 
-use super::super::cpu::{SendPtr, output_buffer, par_ranges, with_scratch};
+use super::super::cpu::{SendPtr, output_buffer, par_ranges, with_avx512, with_scratch};
 use super::super::direct::{
     Group, Isa, LaneDims, PackedKernel, Padded, conv_taps, lanes_pay, pad, transpose_dy,
     weight_grad_lanes, weight_grad_taps,
 };
 use super::super::math;
-use super::{Bias, ConvGeom, Grads, Weight, bias_residual_row, sum_partials};
+use super::{Bias, ConvGeom, Grads, Grid, Weight, copy_out, sum_partials};
 
 /// Vector loads of garbage positions run this far past a buffer's last plane.
 const SLACK: usize = 64;
@@ -121,12 +121,12 @@ pub(super) fn forward(
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
     let s = Phases::new(g);
-    let (img_in, img_out, n_out) = (g.img_in(), g.img_out(), g.ndim());
+    let (img_in, img_out) = (g.img_in(), g.img_out());
     let packed = PackedKernel::new(g.c_out, g.c_in, |o, i, t| w.data[o * w.ld + i * 9 + t]);
     let offs = s.offsets();
     let (xs, gn) = (g.c_in * s.block(), s.grid_tiles());
     // SAFETY: the pieces cover the batch, and every row of each of their images is written
-    // by bias_residual_row below before `y` is read.
+    // by copy_out below before `y` is read.
     let mut y = unsafe { output_buffer(g.batch * img_out) };
     let yp = SendPtr::new(&mut y);
     par_ranges(g.batch, |range| {
@@ -138,16 +138,16 @@ pub(super) fn forward(
                 conv_taps(xq, g.c_in, s.block(), &offs, gn, &packed, grid);
                 // SAFETY: each image's output range is written by exactly one task.
                 let yb = unsafe { yp.slice_mut(bi * img_out, img_out) };
-                for co in 0..g.c_out {
-                    let b = bias.at(bi, co, g.c_out);
-                    for oh in 0..s.ho {
-                        let dst = &mut yb[co * n_out + oh * s.wo..][..s.wo];
-                        let src = &grid[co * gn + oh * s.wq..][..s.wo];
-                        let r =
-                            residual.map(|r| &r[bi * img_out + co * n_out + oh * s.wo..][..s.wo]);
-                        bias_residual_row(dst, Some(src), b, r);
-                    }
-                }
+                let out = Grid {
+                    data: grid,
+                    ld: gn,
+                    wp: s.wq,
+                };
+                let r = residual.map(|r| &r[bi * img_out..][..img_out]);
+                with_avx512(
+                    #[inline(always)]
+                    || copy_out(g, out, |co| bias.at(bi, co, g.c_out), r, yb),
+                );
             }
         })
     });
